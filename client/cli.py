@@ -1,0 +1,46 @@
+"""`contend`: one command, a subcommand per job.
+
+    contend serve   run one server model (imports server/ only when asked)
+    contend demo    start a server and show the race lesson in a few seconds
+
+`load`, `race`, `bench` and `top` join here as they are built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shared.config import Config, add_serve_arguments
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="contend",
+        description="A multi-client socket playground for learning and measuring thread safety.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="run a server (speaks Redis's RESP2)")
+    add_serve_arguments(serve)
+
+    demo = commands.add_parser("demo", help="the race lesson in a few seconds")
+    demo.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
+    demo.add_argument("--requests", type=int, default=50, help="INCRs per client (default: 50)")
+    demo.add_argument("--race-window-us", dest="race_window_us", type=int, default=2000,
+                      help="gap between read and write with sync off (default: 2000)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = build_parser().parse_args(argv)
+    if options.command == "serve":
+        import server   # the CLI imports a server only to run one
+        return server.serve(Config.from_options(options))
+    if options.command == "demo":
+        from client.demo import run_demo
+        return run_demo(options)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

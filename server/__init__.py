@@ -1,0 +1,66 @@
+"""contend's servers: one module per concurrency model, each a thin adapter around shared/.
+
+    threads.py        thread per connection; threading.RLock, Condition, Semaphore,
+                      Barrier and Event guard and wait (threads_sync.py holds the helpers)
+
+Each model module has a `Server(config)` with `listen()`, `serve_forever()` and
+a `stop()` that any thread or signal handler may call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import socket
+import sys
+
+from shared.config import Config, add_serve_arguments
+
+MODEL_MODULES = {"threads": "server.threads"}
+
+
+def create(config: Config):
+    """The Server object of the configured model (imported only when asked for)."""
+    if config.model not in MODEL_MODULES:
+        raise SystemExit(f"contend: the '{config.model}' model is not built yet; "
+                         f"choose from {', '.join(MODEL_MODULES)}")
+    module = importlib.import_module(MODEL_MODULES[config.model])
+    return module.Server(config)
+
+
+def open_listener(config: Config) -> socket.socket:
+    """The listening socket every model accepts on; port 0 picks a free one."""
+    listener = socket.create_server((config.host, config.port), reuse_port=False, backlog=1024)
+    config.port = listener.getsockname()[1]
+    return listener
+
+
+def announce(config: Config) -> None:
+    """The one line a person (and the test fixtures) read to find the server."""
+    print(f"contend {config.model} server listening on {config.host}:{config.port} "
+          f"(sync={config.sync}, pool-size={config.pool_size})", flush=True)
+
+
+def stop_on_signals(stop) -> None:
+    """SIGINT and SIGTERM ask for a graceful stop instead of killing the process."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop())
+
+
+def serve(config: Config) -> int:
+    server = create(config)
+    server.listen()
+    announce(config)
+    server.serve_forever()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server", description="Run a contend server.")
+    add_serve_arguments(parser)
+    return serve(Config.from_options(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

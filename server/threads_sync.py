@@ -1,0 +1,155 @@
+"""Helpers the threaded model needs because a blocked thread can do nothing else.
+
+- `ResizableSemaphore`: a threading.Semaphore whose size CONFIG SET can change.
+- `HangupWatcher`: one thread that notices when a blocked client hangs up.
+- `wait_in_slices`: for primitives nobody can interrupt, wait a little at a time.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+SLICE = 0.05   # how often an uninterruptible wait looks up to check for a hang-up
+
+
+class ResizableSemaphore:
+    """A threading.Semaphore of `size` permits, resizable while permits are out.
+
+    Growing releases the extra permits; shrinking takes the free ones now and
+    records the rest as a debt that returning permits pay off, so the number
+    out never exceeds the new size once they come back.
+    """
+
+    def __init__(self, size: int):
+        self._semaphore = threading.Semaphore(size)
+        self._size = size
+        self._debt = 0
+        self._lock = threading.Lock()   # guards _size and _debt, never held while waiting
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        return self._semaphore.acquire(timeout=timeout)
+
+    def release(self) -> None:
+        with self._lock:
+            if self._debt:
+                self._debt -= 1
+                return
+        self._semaphore.release()
+
+    def resize(self, size: int) -> None:
+        with self._lock:
+            change, self._size = size - self._size, size
+            while change > 0 and self._debt:
+                self._debt -= 1
+                change -= 1
+            if change > 0:
+                self._semaphore.release(change)
+            while change < 0 and self._semaphore.acquire(blocking=False):
+                change += 1
+            self._debt += -change if change < 0 else 0
+
+
+def wait_in_slices(attempt: Callable[[float], bool], timeout: float | None,
+                   hung_up: threading.Event) -> bool:
+    """Call attempt(seconds) until it succeeds, the timeout passes or the client hangs up.
+
+    A thread in Semaphore.acquire or Event.wait cannot be woken for one
+    particular waiter (a release or a set would serve someone else), so these
+    waits look up every SLICE seconds to see whether their client is gone.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = SLICE if deadline is None else deadline - time.monotonic()
+        if attempt(max(0.0, min(SLICE, remaining))):
+            return True
+        if hung_up.is_set() or remaining <= SLICE:
+            return False
+
+
+class HangupWatcher:
+    """Watches the sockets of blocked clients and interrupts a wait when one hangs up.
+
+    A thread blocked in Condition.wait or Barrier.wait is not reading its
+    socket, so it cannot see its client leave. This one thread does it for
+    all of them with a selector, then wakes the wait the way its primitive
+    allows: notify a Condition, abort a Barrier, set the connection's
+    `hung_up` Event.
+    """
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._selector.register(self._wake_reader, selectors.EVENT_READ)
+        # Only the watcher thread touches the selector; others queue requests.
+        self._requests: deque = deque()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="hangup-watcher", daemon=True)
+        self._thread.start()
+
+    def watch(self, sock: socket.socket, hung_up: threading.Event,
+              interrupt: Callable[[], None] | None) -> None:
+        self._requests.append((True, sock, (hung_up, interrupt)))
+        self._poke()
+
+    def unwatch(self, sock: socket.socket) -> None:
+        self._requests.append((False, sock, None))
+        self._poke()
+
+    def close(self) -> None:
+        self._closed = True
+        self._poke()
+        self._thread.join(timeout=1)
+
+    def _poke(self) -> None:
+        try:
+            self._wake_writer.send(b"\0")
+        except OSError:
+            pass   # the wake-up buffer is full: the watcher is awake anyway
+
+    def _run(self) -> None:
+        while not self._closed:
+            for key, _ in self._selector.select():
+                if key.fileobj is self._wake_reader:
+                    self._apply_requests()
+                else:
+                    self._check(key.fileobj, *key.data)
+        self._selector.close()
+
+    def _apply_requests(self) -> None:
+        try:
+            while self._wake_reader.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._requests:
+            add, sock, data = self._requests.popleft()
+            try:
+                if add:
+                    self._selector.register(sock, selectors.EVENT_READ, data)
+                else:
+                    self._selector.unregister(sock)
+            except (KeyError, ValueError, OSError):
+                pass   # already gone: the client was quicker than the watcher
+
+    def _check(self, sock: socket.socket, hung_up: threading.Event,
+               interrupt: Callable[[], None] | None) -> None:
+        self._selector.unregister(sock)
+        try:
+            gone = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:   # a spurious wake-up: keep watching
+            self._selector.register(sock, selectors.EVENT_READ, (hung_up, interrupt))
+            return
+        except OSError:
+            gone = True
+        # If the client sent more bytes instead, it is still there; we stop
+        # watching (it would keep the selector busy) and it is served later.
+        if gone:
+            hung_up.set()
+            if interrupt is not None:
+                interrupt()

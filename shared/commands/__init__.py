@@ -1,0 +1,43 @@
+"""Every command's meaning, written once for all models.
+
+`dispatch(client, argv)` checks the name, the arity and authentication in
+Redis's order and calls the handler. Import order below only fills the table.
+"""
+
+from __future__ import annotations
+
+from shared.args import wrong_arity
+from shared.commands import bank, connection, events, gil, lists, pool, server, strings  # noqa: F401
+from shared.commands.table import COMMANDS, NO_AUTH, Command
+from shared.resp import ReplyError
+
+NOAUTH = ReplyError("NOAUTH Authentication required.")
+
+__all__ = ["COMMANDS", "Command", "dispatch", "unknown_command"]
+
+
+def unknown_command(argv: list[bytes]) -> ReplyError:
+    args = ""
+    for arg in argv[1:]:
+        if len(args) >= 128:
+            break
+        args += "'" + arg.decode("utf-8", "replace")[:128 - len(args)] + "' "
+    name = argv[0].decode("utf-8", "replace")[:128]
+    return ReplyError(f"ERR unknown command '{name}', with args beginning with: {args}")
+
+
+def dispatch(client, argv: list[bytes]):
+    """Run one command: a reply value, or a generator of effects for the model to drive."""
+    command = COMMANDS.get(argv[0].lower())
+    if command is None:
+        return unknown_command(argv)
+    if not command.arity_ok(len(argv)):
+        return wrong_arity(command.name)
+    if not client.authenticated and NO_AUTH not in command.flags:
+        return NOAUTH
+    client.commands += 1
+    client.last_command = argv[0].lower()
+    try:
+        return command.handler(client, argv)
+    except ReplyError as error:
+        return error

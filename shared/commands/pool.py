@@ -1,0 +1,63 @@
+"""The resource pool: POOL.ACQUIRE, POOL.RELEASE, POOL.USE, POOL.STATUS.
+
+`pool-size` leases, like tellers at a bank: the model bounds them with its
+Semaphore (or equivalent); the ledger in shared/pool.py says who holds what.
+"""
+
+from __future__ import annotations
+
+from shared.args import parse_int, parse_timeout
+from shared.commands.table import command
+from shared.effects import LeaseAcquire, LeaseRelease, Sleep
+from shared.resp import ReplyError
+
+
+def parse_ms(text: bytes) -> float:
+    milliseconds = parse_int(text)
+    if milliseconds < 0:
+        raise ReplyError("ERR milliseconds must not be negative")
+    return milliseconds / 1000
+
+
+@command("pool.acquire", -1, "pool", flags=("blocking",))
+def pool_acquire(client, argv):
+    if len(argv) > 2:
+        raise ReplyError("ERR syntax error")
+    return _acquire(parse_timeout(argv[1]) if len(argv) == 2 else None)
+
+
+def _acquire(timeout):
+    lease = yield LeaseAcquire(timeout)
+    return lease   # None (a null reply) when the timeout passed first
+
+
+@command("pool.release", 2, "pool")
+def pool_release(client, argv):
+    return _release(parse_int(argv[1]))
+
+
+def _release(lease):
+    released = yield LeaseRelease(lease)
+    return int(released)
+
+
+@command("pool.use", -2, "pool", flags=("blocking",))
+def pool_use(client, argv):
+    if len(argv) > 3:
+        raise ReplyError("ERR syntax error")
+    hold = parse_ms(argv[1])
+    return _use(hold, parse_timeout(argv[2]) if len(argv) == 3 else None)
+
+
+def _use(hold: float, timeout):
+    lease = yield LeaseAcquire(timeout)
+    if lease is None:
+        return None
+    yield Sleep(hold)
+    yield LeaseRelease(lease)
+    return lease
+
+
+@command("pool.status", 1, "pool")
+def pool_status(client, argv):
+    return client.server.ledger.status()

@@ -1,0 +1,156 @@
+"""Server settings: the `contend serve` flags and CONFIG GET/SET over the same values.
+
+Models read these attributes on every command (sync mode, race window), so a
+CONFIG SET takes effect on the next command without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from shared.args import glob_match
+from shared.resp import ReplyError
+
+SYNC_MODES = ("off", "lock", "striped", "unordered")
+MODEL_NAMES = ("threads", "selectors", "trio")
+
+
+@dataclass
+class Config:
+    model: str = "threads"
+    host: str = "127.0.0.1"
+    port: int = 7070
+    maxclients: int = 10000
+    timeout: int = 0
+    pool_size: int = 4
+    sync: str = "lock"
+    race_window_us: int = 0
+    deadlock_timeout_ms: int = 1000
+    requirepass: str = ""
+    proto_max_bulk_len: int = 512 * 1024 * 1024
+    save: str = ""
+    appendonly: str = "no"
+
+    @classmethod
+    def from_options(cls, options: argparse.Namespace) -> "Config":
+        return cls(**{name: getattr(options, name) for name in cls.__dataclass_fields__
+                      if hasattr(options, name)})
+
+    @property
+    def race_window(self) -> float:
+        """The race window in seconds."""
+        return self.race_window_us / 1_000_000
+
+    # -- CONFIG GET / CONFIG SET -------------------------------------------
+
+    def get(self, pattern: bytes) -> list[bytes]:
+        reply = []
+        for name, (attribute, _parse) in _PARAMETERS.items():
+            if glob_match(pattern, name.encode(), nocase=True):
+                reply += [name.encode(), _show(getattr(self, attribute))]
+        for name in ("port", "bind", "model"):
+            if glob_match(pattern, name.encode(), nocase=True):
+                reply += [name.encode(), _show(getattr(self, "host" if name == "bind" else name))]
+        for name, value in _FIXED.items():
+            if glob_match(pattern, name.encode(), nocase=True):
+                reply += [name.encode(), value]
+        return reply
+
+    def set(self, pairs: list[tuple[bytes, bytes]]) -> tuple[str, ...]:
+        """Apply all pairs or none; returns the attribute names that changed."""
+        updates = {}
+        for raw_name, raw_value in pairs:
+            name = raw_name.decode("utf-8", "replace").lower()
+            if name in _IMMUTABLE:
+                raise ReplyError(f"ERR CONFIG SET failed (possibly related to argument '{name}') "
+                                 "- can't set immutable config")
+            if name not in _PARAMETERS:
+                raise ReplyError("ERR Unknown option or number of arguments for CONFIG SET - "
+                                 f"'{name}'")
+            attribute, parse = _PARAMETERS[name]
+            try:
+                updates[attribute] = parse(raw_value.decode("utf-8", "replace"))
+            except ValueError as problem:
+                raise ReplyError(f"ERR CONFIG SET failed (possibly related to argument '{name}') "
+                                 f"- {problem}") from None
+        for attribute, value in updates.items():
+            setattr(self, attribute, value)
+        return tuple(updates)
+
+
+def _show(value) -> bytes:
+    return str(value).encode()
+
+
+def _integer(low: int, high: int = 2**63 - 1):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError("argument couldn't be parsed into an integer") from None
+        if not low <= value <= high:
+            raise ValueError(f"argument must be between {low} and {high} inclusive")
+        return value
+    return parse
+
+
+def _choice(*choices: str):
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError("argument(s) must be one of the following: " + ", ".join(choices))
+        return text.lower()
+    return parse
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _only(allowed: str):
+    """Settings contend shows for Redis clients' sake; it keeps nothing on disk."""
+    def parse(text: str) -> str:
+        if text.lower() != allowed:
+            raise ValueError(f"contend keeps no data on disk, so only '{allowed}' is accepted")
+        return allowed
+    return parse
+
+
+# CONFIG name -> (Config attribute, parser of the new value)
+_PARAMETERS = {
+    "sync": ("sync", _choice(*SYNC_MODES)),
+    "race-window-us": ("race_window_us", _integer(0, 10_000_000)),
+    "deadlock-timeout-ms": ("deadlock_timeout_ms", _integer(1, 3_600_000)),
+    "pool-size": ("pool_size", _integer(1, 1_000_000)),
+    "maxclients": ("maxclients", _integer(1, 1_000_000)),
+    "timeout": ("timeout", _integer(0, 2**31 - 1)),
+    "requirepass": ("requirepass", _text),
+    "proto-max-bulk-len": ("proto_max_bulk_len", _integer(1024 * 1024, 2**63 - 1)),
+    # redis-benchmark asks for these two at start-up
+    "save": ("save", _only("")),
+    "appendonly": ("appendonly", _only("no")),
+}
+_FIXED = {"databases": b"1"}
+_IMMUTABLE = {"port", "bind", "model", "databases"}
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every model takes (`contend serve` and `python -m server`)."""
+    parser.add_argument("--model", choices=MODEL_NAMES, default="threads",
+                        help="concurrency model (default: threads)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7070,
+                        help="port to listen on; 0 picks a free one and prints it (default: 7070)")
+    parser.add_argument("--maxclients", type=int, default=10000,
+                        help="connections served at once; more are refused (default: 10000)")
+    parser.add_argument("--timeout", type=int, default=0,
+                        help="close a client idle this many seconds; 0 never (default: 0)")
+    parser.add_argument("--pool-size", dest="pool_size", type=int, default=4,
+                        help="leases in the POOL.* resource pool (default: 4)")
+    parser.add_argument("--sync", choices=SYNC_MODES, default="lock",
+                        help="how shared state is guarded (default: lock)")
+    parser.add_argument("--race-window-us", dest="race_window_us", type=int, default=0,
+                        help="microseconds between a read and its write (default: 0)")
+    parser.add_argument("--deadlock-timeout-ms", dest="deadlock_timeout_ms", type=int,
+                        default=1000, help="unordered mode gives up a lock wait after this")
+    parser.add_argument("--requirepass", default="", help="password clients must AUTH with")

@@ -1,0 +1,50 @@
+"""INFO's text: Redis's sections, plus one for the playground."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from shared.state import REDIS_VERSION, VERSION, ServerState
+
+DEFAULT_SECTIONS = ("server", "clients", "stats", "keyspace", "playground")
+
+
+def render_info(state: ServerState, model_fields: dict, sections: list[str]) -> bytes:
+    wanted = set(sections) or {"default"}
+    if wanted & {"all", "everything", "default"}:
+        wanted = set(DEFAULT_SECTIONS)
+    config, ledger = state.config, state.ledger
+    uptime = int(time.time() - state.started)
+    clients = list(state.clients.values())
+    blocks = {
+        "server": [("redis_version", REDIS_VERSION), ("contend_version", VERSION),
+                   ("redis_mode", "standalone"), ("process_id", os.getpid()),
+                   ("tcp_port", config.port), ("uptime_in_seconds", uptime),
+                   ("uptime_in_days", uptime // 86400)],
+        "clients": [("connected_clients", len(clients)), ("maxclients", config.maxclients),
+                    ("blocked_clients", sum(1 for c in clients if c.blocked))],
+        "stats": [("total_connections_received", state.stats.connections_received),
+                  ("total_commands_processed", state.commands_processed()),
+                  ("rejected_connections", state.stats.rejected_connections)],
+        "keyspace": ([("db0", f"keys={state.keyspace.size()},expires=0,avg_ttl=0")]
+                     if state.keyspace.size() else []),
+        "playground": [("model", config.model), ("sync", config.sync),
+                       ("race_window_us", config.race_window_us),
+                       ("deadlock_timeout_ms", config.deadlock_timeout_ms),
+                       ("deadlocks", state.stats.deadlocks),
+                       ("pool_size", ledger.size), ("pool_in_use", ledger.in_use),
+                       ("pool_waiting", ledger.waiting), ("pool_peak_in_use", ledger.peak_in_use),
+                       ("pool_acquired_total", ledger.acquired_total),
+                       ("pool_timeouts", ledger.timeouts),
+                       ("list_waiters", state.waiters.count),
+                       *model_fields.items()],
+    }
+    lines = []
+    for name in DEFAULT_SECTIONS:
+        if name in wanted:
+            if lines:
+                lines.append("")
+            lines.append("# " + name.capitalize())
+            lines.extend(f"{key}:{value}" for key, value in blocks[name])
+    return ("\r\n".join(lines) + "\r\n").encode() if lines else b""

@@ -1,0 +1,93 @@
+"""What one server holds (keyspace, pool ledger, waiters, clients) and what one client is.
+
+`ServerState` is shared by every connection of a server; `Client` belongs to
+one connection. Neither locks anything: the model decides what guards them.
+Counters that many threads would bump at once (commands processed) live on
+the `Client`, which only its own connection writes, and are summed when read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from itertools import count
+
+from shared.config import Config
+from shared.keyspace import Keyspace
+from shared.pool import LeaseLedger
+from shared.waiters import ListWaiters
+
+VERSION = "0.1.0"
+REDIS_VERSION = "7.0.0"   # the Redis whose behaviour contend follows, for clients that ask
+
+
+@dataclass
+class Stats:
+    connections_received: int = 0   # written only by the accepting code
+    rejected_connections: int = 0
+    commands_of_closed_clients: int = 0
+    deadlocks: int = 0
+
+
+class ServerState:
+    def __init__(self, config: Config):
+        self.config = config
+        self.keyspace = Keyspace()
+        self.waiters = ListWaiters()
+        self.ledger = LeaseLedger(config.pool_size)
+        self.clients: dict[int, Client] = {}
+        self.stats = Stats()
+        self.started = time.time()
+        self._client_ids = count(1)  # next() on a count is atomic under the GIL
+
+    def connect(self, addr: str = "", laddr: str = "") -> "Client":
+        client = Client(self, next(self._client_ids), addr, laddr)
+        client.authenticated = not self.config.requirepass
+        self.clients[client.id] = client
+        self.stats.connections_received += 1
+        return client
+
+    def disconnect(self, client: "Client") -> list[int]:
+        """Forget a client; returns the leases it still held, for the model to give back."""
+        self.clients.pop(client.id, None)
+        self.stats.commands_of_closed_clients += client.commands
+        return self.ledger.held_by(client.id)
+
+    def commands_processed(self) -> int:
+        return self.stats.commands_of_closed_clients + sum(
+            c.commands for c in list(self.clients.values()))
+
+    def blocked_clients(self) -> int:
+        return sum(1 for c in list(self.clients.values()) if c.blocked)
+
+
+@dataclass(eq=False)
+class Client:
+    server: ServerState
+    id: int
+    addr: str = ""
+    laddr: str = ""
+    name: bytes = b""
+    lib_name: bytes = b""
+    lib_ver: bytes = b""
+    authenticated: bool = True
+    blocked: bool = False       # in a blocking command right now (INFO blocked_clients)
+    closing: bool = False       # QUIT or SHUTDOWN: close once the reply is sent
+    commands: int = 0
+    last_command: bytes = b"NULL"
+    created: float = field(default_factory=time.time)
+    last_active: float = field(default_factory=time.time)
+
+    def describe(self) -> bytes:
+        """One line of CLIENT LIST, in Redis's field=value form."""
+        now = time.time()
+        fields = [
+            ("id", self.id), ("addr", self.addr), ("laddr", self.laddr),
+            ("name", self.name.decode("utf-8", "replace")),
+            ("age", int(now - self.created)), ("idle", int(now - self.last_active)),
+            ("flags", "b" if self.blocked else "N"), ("db", 0),
+            ("cmd", self.last_command.decode("utf-8", "replace")), ("user", "default"),
+            ("lib-name", self.lib_name.decode("utf-8", "replace")),
+            ("lib-ver", self.lib_ver.decode("utf-8", "replace")),
+        ]
+        return " ".join(f"{key}={value}" for key, value in fields).encode()
