@@ -67,7 +67,7 @@ def wait_in_slices(attempt: Callable[[float], bool], timeout: float | None,
         remaining = SLICE if deadline is None else deadline - time.monotonic()
         if attempt(max(0.0, min(SLICE, remaining))):
             return True
-        if hung_up.is_set() or remaining <= SLICE:
+        if hung_up.is_set() or (deadline is not None and remaining <= SLICE):
             return False
 
 
@@ -117,7 +117,8 @@ class HangupWatcher:
             for key, _ in self._selector.select():
                 if key.fileobj is self._wake_reader:
                     self._apply_requests()
-                else:
+                elif self._selector.get_map().get(key.fd) is key:
+                    # (skipped when a request earlier in this batch unwatched it)
                     self._check(key.fileobj, *key.data)
         self._selector.close()
 

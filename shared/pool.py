@@ -39,6 +39,11 @@ class LeaseLedger:
         del self.holders[lease]
         return True
 
+    def reset_figures(self) -> None:
+        """CONFIG RESETSTAT: start counting afresh; the peak restarts at what is held now."""
+        self.peak_in_use = len(self.holders)
+        self.acquired_total = self.timeouts = 0
+
     def held_by(self, client_id: int) -> list[int]:
         return [lease for lease, holder in list(self.holders.items()) if holder == client_id]
 

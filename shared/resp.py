@@ -309,7 +309,7 @@ class ReplyParser:
 
     def _parse(self, pos: int):
         buf = self._buf
-        newline = buf.index(b"\r\n", pos) if b"\r\n" in buf[pos:] else -1
+        newline = buf.find(b"\r\n", pos)
         if newline < 0:
             raise IndexError
         kind, line, after = buf[pos], bytes(buf[pos + 1:newline]), newline + 2

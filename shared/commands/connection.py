@@ -45,7 +45,8 @@ def select(client, argv):
 
 def _check_password(client, user: bytes, password: bytes) -> None:
     wanted = client.server.config.requirepass
-    if user != b"default" or not wanted or password != wanted.encode():
+    # With no requirepass the default user has no password: any password passes.
+    if user != b"default" or (wanted and password != wanted.encode()):
         raise ReplyError(WRONGPASS)
     client.authenticated = True
 

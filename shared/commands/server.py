@@ -29,6 +29,7 @@ def config(client, argv):
     if sub == b"resetstat":
         stats = client.server.stats
         stats.rejected_connections = stats.deadlocks = 0
+        client.server.ledger.reset_figures()
         return "OK"
     raise unknown_subcommand(argv)
 

@@ -1,0 +1,64 @@
+"""Small helpers the behaviour tests share."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+def wait_until(condition, timeout: float = 10, message: str = "condition"):
+    """Poll `condition()` until it is truthy; fail after `timeout` seconds.
+
+    This waits *for a state* (a client is blocked, a waiter is gone), never a
+    fixed time, so a slow machine makes a test slower, not flaky.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(0.005)
+
+
+def info_field(client, name: str, section: str = "everything"):
+    text = client.call("INFO", section).decode()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            return int(value) if value.lstrip("-").isdigit() else value
+    raise KeyError(name)
+
+
+def blocked_clients(server) -> int:
+    with server.raw() as client:
+        return info_field(client, "blocked_clients")
+
+
+def as_dict(flat: list) -> dict:
+    """POOL.STATUS / BARRIER.STATUS / CONFIG GET replies as a dict."""
+    return {key.decode(): value for key, value in zip(flat[::2], flat[1::2])}
+
+
+def run_together(count: int, work) -> list:
+    """Run work(i) in `count` threads that start at one Barrier; return results by i."""
+    start = threading.Barrier(count)
+    results: list = [None] * count
+    errors: list = []
+
+    def runner(i):
+        try:
+            start.wait()
+            results[i] = work(i)
+        except BaseException as error:   # surfaced below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=runner, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if errors:
+        raise errors[0]
+    return results
