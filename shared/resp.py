@@ -275,7 +275,19 @@ def _encode_into(value, out: list[bytes]) -> None:
         raise TypeError(f"cannot encode {kind.__name__} as a reply")
 
 
-# -- the client side: replies in ----------------------------------------------
+# -- the client side: commands out, replies in ---------------------------------
+
+def encode_command(*args) -> bytes:
+    """A command as a multibulk array; str and int arguments are sent as their text."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
 
 NEED_MORE = object()
 
