@@ -59,14 +59,34 @@ def transfer_storm(server, accounts=("alice", "bob", "carol"), rounds=4):
     return run_together(CLIENTS, work)
 
 
-def test_sync_off_creates_or_destroys_money(server):
+def withdraw_together(server, amount: int = 10) -> int:
+    """All clients withdraw at once from an account holding 100; returns the money paid out."""
+    def work(_):
+        with server.raw() as client:
+            return client.call("BANK.WITHDRAW", "vault", str(amount))
+    replies = run_together(CLIENTS, work)
+    return amount * sum(isinstance(reply, int) for reply in replies)
+
+
+def test_sync_off_pays_out_money_the_bank_does_not_have(server):
+    """Check-then-act: every withdrawal reads 100, passes the check, then writes 90."""
     with server.raw() as client:
-        for account in ("alice", "bob", "carol"):
-            client.call("BANK.DEPOSIT", account, "1000")
+        client.call("BANK.DEPOSIT", "vault", "100")
     configure(server, sync="off", race_window_us=WINDOW_US)
-    transfer_storm(server)
+    paid_out = withdraw_together(server)
     with server.raw() as client:
-        assert client.call("BANK.AUDIT", "alice", "bob", "carol") != 3000
+        left = int(client.call("GET", "vault"))
+    assert paid_out > 100 and left + paid_out > 100, "money was created"
+
+
+@pytest.mark.parametrize("mode", ["lock", "striped", "unordered"])
+def test_guarded_withdrawals_never_overdraw(server, mode):
+    with server.raw() as client:
+        client.call("BANK.DEPOSIT", "vault", "100")
+    configure(server, sync=mode, race_window_us="1000")
+    paid_out = withdraw_together(server)
+    with server.raw() as client:
+        assert paid_out == 100 and client.call("GET", "vault") == b"0"
 
 
 @pytest.mark.parametrize("mode", ["lock", "striped"])
