@@ -1,0 +1,139 @@
+"""redis-benchmark against a real redis-server and against contend's models, in one run.
+
+    python -m client.redis_baseline [--models threads,...] [--requests 100000] [--markdown]
+
+Each server is started fresh on a free loopback port, measured with the same
+redis-benchmark command lines, and stopped. Throughput is reported as a ratio
+to redis-server's from this same run, so the numbers mean the same on any machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from client.connection import Connection
+
+RUNS = [  # (label, redis-benchmark arguments)
+    ("-c 50", ["-c", "50", "-t", "ping_mbulk,incr"]),
+    ("-c 50 -P 16", ["-c", "50", "-P", "16", "-t", "ping_mbulk,incr"]),
+    ("-c 1000", ["-c", "1000", "-t", "ping_mbulk,incr"]),
+]
+OPEN_FILES = 65536
+
+
+@dataclass
+class Figure:
+    server: str
+    run: str
+    test: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def _more_open_files() -> None:
+    """1000 clients need more descriptors than the usual 1024 (for us and for redis-benchmark)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(OPEN_FILES, hard)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_ping(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with Connection("127.0.0.1", port, timeout=1) as connection:
+                if connection.call("PING") == "PONG":
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not answer PING")
+
+
+def start(server: str) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    if server == "redis":
+        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--maxclients", "10000"]
+    else:
+        command = [sys.executable, "-m", "server", "--model", server, "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_ping(port, process)
+    return process, port
+
+
+def measure(server: str, requests: int) -> list[Figure]:
+    process, port = start(server)
+    figures = []
+    try:
+        for label, arguments in RUNS:
+            done = subprocess.run(
+                ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(requests),
+                 "--csv", *arguments], capture_output=True, text=True, timeout=600)
+            if done.returncode != 0 or "ERR" in done.stdout + done.stderr:
+                raise RuntimeError(f"redis-benchmark failed on {server} {label}: {done.stderr}")
+            for row in csv.DictReader(io.StringIO(done.stdout)):
+                figures.append(Figure(server, label, row["test"], float(row["rps"]),
+                                      float(row["p50_latency_ms"]), float(row["p99_latency_ms"])))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+    return figures
+
+
+def markdown(figures: list[Figure]) -> str:
+    baseline = {(f.run, f.test): f for f in figures if f.server == "redis"}
+    lines = ["| server | redis-benchmark | test | requests/s | x redis | p50 ms | p99 ms | "
+             "p99 / redis p99 |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for f in figures:
+        base = baseline[(f.run, f.test)]
+        lines.append(f"| {f.server} | `{f.run}` | {f.test} | {f.rps:,.0f} | "
+                     f"{f.rps / base.rps:.2f} | {f.p50_ms:.3f} | {f.p99_ms:.3f} | "
+                     f"{f.p99_ms / base.p99_ms:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m client.redis_baseline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="threads", help="comma-separated contend models")
+    parser.add_argument("--requests", type=int, default=100_000, help="requests per test")
+    options = parser.parse_args(argv)
+    if not (shutil.which("redis-server") and shutil.which("redis-benchmark")):
+        print("redis-server and redis-benchmark are needed (apt-get install redis-server "
+              "redis-tools)", file=sys.stderr)
+        return 2
+    _more_open_files()
+    figures = []
+    for server in ["redis", *options.models.split(",")]:
+        print(f"measuring {server} ...", file=sys.stderr, flush=True)
+        figures += measure(server, options.requests)
+    version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
+    print(f"Python {platform.python_version()}, {version.stdout.split()[2]}, "
+          f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
+          f"-n {options.requests}, open files {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}\n")
+    print(markdown(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
