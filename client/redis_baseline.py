@@ -5,6 +5,11 @@
 Each server is started fresh on a free loopback port, measured with the same
 redis-benchmark command lines, and stopped. Throughput is reported as a ratio
 to redis-server's from this same run, so the numbers mean the same on any machine.
+
+With two or more CPUs every server runs on CPU 1 and redis-benchmark on CPU 0
+(`--no-pin` to let the scheduler choose): redis-server uses one core anyway,
+and a threaded Python server whose threads hop between cores spends its time
+handing the GIL across them rather than serving (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import platform
 import resource
 import shutil
@@ -68,26 +74,35 @@ def _wait_for_ping(port: int, process: subprocess.Popen) -> None:
     raise RuntimeError(f"server on port {port} did not answer PING")
 
 
-def start(server: str) -> tuple[subprocess.Popen, int]:
+def _on_cpu(cpu: int | None):
+    """A preexec_fn that pins the child process to one CPU (None: no pinning)."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def start(server: str, cpu: int | None) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     if server == "redis":
         command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                    "--appendonly", "no", "--maxclients", "10000"]
     else:
         command = [sys.executable, "-m", "server", "--model", server, "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=_on_cpu(cpu))
     _wait_for_ping(port, process)
     return process, port
 
 
-def measure(server: str, requests: int) -> list[Figure]:
-    process, port = start(server)
+def measure(server: str, requests: int, pin: bool) -> list[Figure]:
+    process, port = start(server, 1 if pin else None)
     figures = []
     try:
         for label, arguments in RUNS:
             done = subprocess.run(
                 ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(requests),
-                 "--csv", *arguments], capture_output=True, text=True, timeout=600)
+                 "--csv", *arguments], capture_output=True, text=True, timeout=600,
+                preexec_fn=_on_cpu(0 if pin else None))
             if done.returncode != 0 or "ERR" in done.stdout + done.stderr:
                 raise RuntimeError(f"redis-benchmark failed on {server} {label}: {done.stderr}")
             for row in csv.DictReader(io.StringIO(done.stdout)):
@@ -117,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="threads", help="comma-separated contend models")
     parser.add_argument("--requests", type=int, default=100_000, help="requests per test")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="don't pin servers to CPU 1 and redis-benchmark to CPU 0")
     options = parser.parse_args(argv)
+    options.pin = options.pin and (os.cpu_count() or 1) >= 2
     if not (shutil.which("redis-server") and shutil.which("redis-benchmark")):
         print("redis-server and redis-benchmark are needed (apt-get install redis-server "
               "redis-tools)", file=sys.stderr)
@@ -126,11 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     for server in ["redis", *options.models.split(",")]:
         print(f"measuring {server} ...", file=sys.stderr, flush=True)
-        figures += measure(server, options.requests)
+        figures += measure(server, options.requests, options.pin)
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
     print(f"Python {platform.python_version()}, {version.stdout.split()[2]}, "
           f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
-          f"-n {options.requests}, open files {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}\n")
+          f"-n {options.requests}, open files {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}, "
+          f"{'server on CPU 1, redis-benchmark on CPU 0' if options.pin else 'not pinned'}\n")
     print(markdown(figures))
     return 0
 

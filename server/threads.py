@@ -254,9 +254,8 @@ class Server:
         held.append(self.keyspace_lock)
 
     def race_window(self, conn, effect, held) -> None:
-        window = self.config.race_window
-        if window:
-            time.sleep(window)   # any other thread may run now, between our read and write
+        if self.config.race_window_us:
+            time.sleep(self.config.race_window)   # any other thread may run now, between read and write
 
     # -- waiting, and being woken when the client hangs up ----------------------
 

@@ -58,15 +58,20 @@ class RequestParser:
     __slots__ = ("_buf", "_pos", "max_bulk")
 
     def __init__(self, max_bulk: int = BULK_MAX_DEFAULT):
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self.max_bulk = max_bulk
 
     def feed(self, data: bytes) -> None:
-        if self._pos:
-            # Drop what was consumed so the buffer holds only unparsed bytes.
-            del self._buf[:self._pos]
-            self._pos = 0
+        if type(data) is not bytes:
+            data = bytes(data)   # we may keep it as it is, so it must not change under us
+        if self._pos >= len(self._buf):
+            # Everything before was consumed (the usual case): parse the new bytes where they lie.
+            self._buf, self._pos = data, 0
+            return
+        if type(self._buf) is not bytearray or self._pos:
+            # Keep only the unparsed tail, in a buffer that grows without copying it all each time.
+            self._buf, self._pos = bytearray(self._buf[self._pos:]), 0
         self._buf += data
 
     @property

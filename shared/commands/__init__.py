@@ -28,7 +28,8 @@ def unknown_command(argv: list[bytes]) -> ReplyError:
 
 def dispatch(client, argv: list[bytes]):
     """Run one command: a reply value, or a generator of effects for the model to drive."""
-    command = COMMANDS.get(argv[0].lower())
+    name = argv[0].lower()
+    command = COMMANDS.get(name)
     if command is None:
         return unknown_command(argv)
     if not command.arity_ok(len(argv)):
@@ -36,7 +37,7 @@ def dispatch(client, argv: list[bytes]):
     if not client.authenticated and NO_AUTH not in command.flags:
         return NOAUTH
     client.commands += 1
-    client.last_command = argv[0].lower()
+    client.last_command = name
     try:
         return command.handler(client, argv)
     except ReplyError as error:
