@@ -2,6 +2,8 @@
 
     threads.py        thread per connection; threading.RLock, Condition, Semaphore,
                       Barrier and Event guard and wait (threads_sync.py holds the helpers)
+    trio_server.py    a trio task per connection; trio.Lock, Condition, CapacityLimiter, and a
+                      Barrier and clearable Event built from trio.Event (trio_sync.py)
 
 Each model module has a `Server(config)` with `listen()`, `serve_forever()` and
 a `stop()` that any thread or signal handler may call.
@@ -17,7 +19,7 @@ import sys
 
 from shared.config import Config, add_serve_arguments
 
-MODEL_MODULES = {"threads": "server.threads"}
+MODEL_MODULES = {"threads": "server.threads", "trio": "server.trio_server"}
 
 
 def create(config: Config):

@@ -1,0 +1,562 @@
+"""The trio model: one task per connection, trio's primitives on guard, structured concurrency.
+
+    connections   a task each, started by trio.serve_listeners in one nursery; a
+                  CapacityLimiter of `maxclients` seats is taken first (Server.serve_connection)
+    keyspace      `lock`: one trio.Lock, no RLock needed (Server.guard);
+                  `striped`/`unordered`: a trio.Lock per key
+    lists         a trio.Condition on that same Lock: BLPOP waits, a push notifies (Server.pop_wait)
+    pool          a trio.CapacityLimiter of `pool-size` tokens (Server.lease_acquire)
+    barriers      trio_sync.Barrier, built from trio.Event and a counter (Server.barrier_wait)
+    events        trio_sync.ClearableEvent, a trio.Event replaced on clear (Server.event_wait)
+    shutdown      cancel scopes: the accept loop's, then each waiting connection's (Server.stop)
+
+Commands themselves live in shared/commands; this file only performs the
+effects they yield, with `await`. Everything runs in one thread, so tasks
+switch only at an `await`: a read-modify-write with no await inside is
+atomic here without any lock, and one with an await inside (the race
+window) is not. That is the whole race lesson in async code.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from types import GeneratorType
+
+import trio
+
+from server import open_listener, stop_on_signals
+from server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent
+from shared import effects as fx
+from shared.commands import COMMANDS, dispatch
+from shared.commands.events import BarrierView, broken, parties_mismatch
+from shared.resp import ProtocolError, ReplyError, RequestParser, encode
+from shared.state import Client, ServerState
+from shared.waiters import ListWaiter
+
+log = logging.getLogger("contend.trio")
+
+RECV_SIZE = 64 * 1024
+GRACE = 2.0            # seconds in-flight commands get to finish at shutdown
+WATCH_LIMIT = 1 << 20  # bytes a blocked client may pipeline before we stop reading it
+STALL = 0.010          # a command that keeps the loop this long without an await is a stall
+CUT_SHORT = object()   # a blocking wait ended by a hang-up or by shutdown, not by its event
+
+
+@dataclass(eq=False)
+class Connection:
+    stream: trio.SocketStream
+    client: Client
+    parser: RequestParser = field(default_factory=RequestParser)
+    pending: list = field(default_factory=list)   # replies not yet sent
+    hung_up: bool = False
+    # The cancel scope of what this connection waits for right now (its next
+    # request, or a blocking command), so stop() can cut the wait short.
+    # None while it runs a command: that one is answered first.
+    interruptible: trio.CancelScope | None = None
+
+
+class Server:
+    def __init__(self, config):
+        self.config = config
+        self.state = ServerState(config)
+        # One plain Lock over the keyspace. BANK.TRANSFER holds it and then runs
+        # its guarded withdraw and deposit steps, which ask for it again: with
+        # threading that needs an RLock. trio has none, and needs none here:
+        # each command remembers the locks it holds (`held` in execute) and a
+        # guard over something already held is granted without taking the
+        # lock again (Server._take). The reentrancy lives in the command, not
+        # in the lock, which also makes it impossible to release too early.
+        self.keyspace_lock = trio.Lock()
+        # BLPOP waits on this Condition; its lock is the keyspace lock, so a pop
+        # that finds the list empty is registered before any push can run.
+        self.lists_changed = trio.Condition(self.keyspace_lock)
+        self.key_locks: dict[bytes, trio.Lock] = {}
+        # A CapacityLimiter, not a Semaphore: CONFIG SET pool-size just assigns
+        # total_tokens (a trio.Semaphore cannot be resized), and it refuses to
+        # lend a token to a borrower that is not holding one, so a stray
+        # release cannot inflate the pool. It lends to one borrower at most
+        # once, so each lease borrows on behalf of its own token object.
+        self.leases = trio.CapacityLimiter(config.pool_size)
+        self.borrowers: dict[int, object] = {}     # lease id -> the token object it borrowed for
+        # maxclients: a sofa with `maxclients` seats; a connection that finds none is refused.
+        self.client_slots = trio.CapacityLimiter(config.maxclients)
+        # No lock around these dicts: nothing awaits between a lookup and an insert.
+        self.barriers: dict[bytes, Barrier] = {}
+        self.events: dict[bytes, ClearableEvent] = {}
+        self.stopping = trio.Event()
+        self.stalls = LoopStalls()
+        self.connections: set[Connection] = set()
+        self.listener = None
+        self._accepting: trio.CancelScope | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop_requested = False
+        self.perform = {
+            fx.Guard: self.guard, fx.ListsGuard: self.lists_guard,
+            fx.RaceWindow: self.race_window, fx.Sleep: self.sleep,
+            fx.PopWait: self.pop_wait, fx.Pushed: self.pushed,
+            fx.LeaseAcquire: self.lease_acquire, fx.LeaseRelease: self.lease_release,
+            fx.BarrierWait: self.barrier_wait, fx.BarrierReset: self.barrier_reset,
+            fx.BarrierStatus: self.barrier_status,
+            fx.EventSet: self.event_set, fx.EventClear: self.event_clear,
+            fx.EventIsSet: self.event_isset, fx.EventWait: self.event_wait,
+            fx.Reconfigure: self.reconfigure, fx.ModelInfo: self.model_info,
+            fx.Shutdown: self.shutdown,
+        }
+
+    # -- accepting ----------------------------------------------------------
+
+    def listen(self) -> None:
+        self.listener = open_listener(self.config)
+        if threading.current_thread() is threading.main_thread():
+            # Until trio.run is up and its signal receiver is listening, plain
+            # handlers turn SIGINT/SIGTERM into a stop request too.
+            stop_on_signals(self.stop)
+
+    def serve_forever(self) -> None:
+        trio.run(self._main)
+
+    async def _main(self) -> None:
+        async with trio.open_nursery() as nursery:
+            if threading.current_thread() is threading.main_thread():
+                await nursery.start(self._stop_on_signals)
+            # trio.serve_tcp is open_tcp_listeners + serve_listeners; we opened the
+            # socket ourselves (server.open_listener) so the banner could print
+            # the real port before trio.run, as in every model.
+            listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.listener))
+            await self.serve([listener])
+            nursery.cancel_scope.cancel()   # the signal receiver
+
+    async def _stop_on_signals(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for _ in signals:
+                self._begin_stop()   # a second signal changes nothing; GRACE bounds the wait
+
+    async def serve(self, listeners: list) -> None:
+        """Accept and serve until stop(), then finish: every connection task lives in here.
+
+        The connections' nursery is the parent of every connection task, so
+        leaving it means every connection has ended: nothing outlives the server.
+        """
+        self._token = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as connections:
+            with trio.CancelScope() as self._accepting:
+                if self._stop_requested:
+                    self._begin_stop()
+                # Accept errors such as EMFILE are logged and retried after a
+                # pause by serve_listeners itself; they never stop the server.
+                await trio.serve_listeners(self.serve_connection, listeners,
+                                           handler_nursery=connections)
+            # stop() cancelled the accept loop and cut every wait short;
+            # connections still running a command get GRACE seconds to answer.
+            connections.cancel_scope.deadline = trio.current_time() + GRACE
+
+    async def serve_connection(self, stream: trio.SocketStream) -> None:
+        """One connection's task: a seat first, then requests until it ends (the serve_tcp handler)."""
+        async with stream:   # closed however this task ends
+            if self.stopping.is_set():
+                return
+            try:
+                # The seat is taken before a Client exists and given back when
+                # this task ends, so at most maxclients connections are served.
+                self.client_slots.acquire_nowait()
+            except trio.WouldBlock:
+                await self._refuse(stream)
+                return
+            try:
+                await self._serve_client(stream)
+            finally:
+                self.client_slots.release()
+
+    async def _refuse(self, stream: trio.SocketStream) -> None:
+        self.state.stats.rejected_connections += 1
+        with trio.move_on_after(1):
+            try:
+                await stream.send_all(b"-ERR max number of clients reached\r\n")
+            except trio.BrokenResourceError:
+                pass
+
+    # -- one connection -----------------------------------------------------
+
+    async def _serve_client(self, stream: trio.SocketStream) -> None:
+        peer, local = stream.socket.getpeername(), stream.socket.getsockname()
+        client = self.state.connect(f"{peer[0]}:{peer[1]}", f"{local[0]}:{local[1]}")
+        conn = Connection(stream, client)
+        self.connections.add(conn)
+        try:
+            await self._read_commands(conn)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass   # the client vanished mid-reply; nothing to tell it
+        except Exception:
+            # A bug in one connection must not take the server down with it
+            # (an exception escaping a task would cancel the whole nursery).
+            log.exception("connection %s failed", client.addr)
+        finally:
+            self.connections.discard(conn)
+            for lease in self.state.disconnect(client):
+                self._give_back(lease, client.id)
+
+    async def _read_commands(self, conn: Connection) -> None:
+        stream, parser, config = conn.stream, conn.parser, self.config
+        while not self.stopping.is_set():
+            data = b""
+            # Idle timeout, read live: a cancel scope around the read, no timeout argument.
+            with trio.move_on_after(config.timeout or math.inf) as conn.interruptible:
+                data = await stream.receive_some(RECV_SIZE)
+            conn.interruptible = None
+            if not data:
+                return   # end of file, idle too long (Redis closes without a word), or stopping
+            parser.max_bulk = config.proto_max_bulk_len
+            parser.feed(data)
+            while True:
+                try:
+                    argv = parser.next_command()
+                except ProtocolError as error:
+                    conn.pending.append(error.reply)
+                    await self.flush(conn)
+                    return
+                if argv is None:
+                    break
+                conn.pending.append(encode(await self.execute(conn, argv)))
+                if conn.hung_up:
+                    return
+                if conn.client.closing:
+                    await self.flush(conn)
+                    return
+            await self.flush(conn)
+
+    async def flush(self, conn: Connection) -> None:
+        if conn.pending:
+            data = b"".join(conn.pending)
+            conn.pending.clear()
+            await conn.stream.send_all(data)
+
+    async def execute(self, conn: Connection, argv: list[bytes]):
+        """Run one command; a generator's effects are performed here, in this task, with await."""
+        command = COMMANDS.get(argv[0].lower())
+        if command is not None and "blocking" in command.flags:
+            await self.flush(conn)   # earlier replies go out before we may block for long
+        started = time.perf_counter()
+        outcome = dispatch(conn.client, argv)
+        if type(outcome) is not GeneratorType:
+            self.stalls.note(started)
+            return outcome
+        held: list = []   # locks granted to this command, all released when it ends
+        perform = self.perform
+        try:
+            value = None
+            while True:
+                effect = outcome.send(value)
+                self.stalls.note(started)
+                value = await perform[type(effect)](conn, effect, held)
+                started = time.perf_counter()
+        except StopIteration as done:
+            self.stalls.note(started)
+            return done.value
+        except ReplyError as error:
+            return error
+        finally:
+            outcome.close()   # cancelled mid-effect: let the command's own cleanup run now
+            for lock in reversed(held):
+                lock.release()
+
+    # -- guards: what each sync mode means with trio locks -----------------------
+
+    async def guard(self, conn, effect: fx.Guard, held: list) -> None:
+        mode = self.config.sync
+        if mode == "off":
+            return   # no guard: a read-modify-write with an await inside may interleave
+        if mode == "lock" or effect.keys is fx.ALL_KEYS:
+            await self._take(self.keyspace_lock, held)
+            return
+        keys = fx.lock_order(mode, effect.keys)
+        for position, key in enumerate(keys):
+            lock = self.key_locks.get(key)
+            if lock is None:
+                lock = self.key_locks[key] = trio.Lock()
+            if mode == "striped":
+                await self._take(lock, held)   # sorted order: every task climbs the same ladder
+                continue
+            if position:
+                await self.race_window(conn, effect, held)   # holding the first lock a while
+            # A cancel scope is how trio says "give up after": no timeout argument.
+            with trio.move_on_after(self.config.deadlock_timeout_ms / 1000) as patience:
+                await self._take(lock, held)
+            if patience.cancelled_caught:
+                self.state.stats.deadlocks += 1   # one thread: a plain += is safe
+                raise fx.deadlock(key, keys, self.config.deadlock_timeout_ms)
+
+    @staticmethod
+    async def _take(lock: trio.Lock, held: list) -> None:
+        """Take `lock` for the running command, unless the command holds it already.
+
+        The "already" is what an RLock's counter does for a thread; here
+        the command's `held` list does it. trio.Lock itself would raise
+        RuntimeError on a second acquire by the same task, rather than
+        deadlock as threading.Lock does.
+        """
+        if lock in held:
+            return   # a nested guard (BANK.TRANSFER's withdraw step): granted at once
+        try:
+            lock.acquire_nowait()   # uncontended: no trip through the scheduler
+        except trio.WouldBlock:
+            await lock.acquire()
+        held.append(lock)
+
+    async def lists_guard(self, conn, effect, held: list) -> None:
+        await self._take(self.keyspace_lock, held)
+
+    async def race_window(self, conn, effect, held) -> None:
+        window = self.config.race_window
+        if window:
+            await trio.sleep(window)   # any other task may run now, between our read and write
+        # With window 0 there is no await between read and write, so no other
+        # task can run in between: even `sync off` counts exactly.
+
+    # -- waiting, and noticing when the client hangs up ----------------------------
+
+    async def _blocked(self, conn: Connection, wait, *args):
+        """Await wait(*args) while a second task watches the client's socket.
+
+        While its command waits, the connection's task is not reading, so on
+        its own it would not see the client leave. The watcher reads instead:
+        end of file cancels the wait; bytes that arrive meanwhile (the next
+        pipelined command) are kept for the parser. Returns wait's result, or
+        CUT_SHORT when the client hung up (conn.hung_up) or stop() cut in.
+        """
+        result = CUT_SHORT
+        if self.stopping.is_set():
+            return result   # no new waits once the server is stopping
+        conn.client.blocked = True
+        try:
+            async with trio.open_nursery() as nursery:
+                conn.interruptible = nursery.cancel_scope
+                nursery.start_soon(self._watch_for_hangup, conn, nursery.cancel_scope)
+                try:
+                    result = await wait(*args)
+                except ReplyError as error:   # raised below, not wrapped in an ExceptionGroup
+                    result = error
+                nursery.cancel_scope.cancel()   # answered: stop watching
+        finally:
+            conn.interruptible = None
+            conn.client.blocked = False
+        if isinstance(result, ReplyError):
+            raise result
+        return result
+
+    @staticmethod
+    async def _watch_for_hangup(conn: Connection, wait_scope: trio.CancelScope) -> None:
+        while conn.parser.buffered < WATCH_LIMIT:
+            try:
+                data = await conn.stream.receive_some(RECV_SIZE)
+            except trio.BrokenResourceError:
+                data = b""
+            if not data:
+                conn.hung_up = True
+                wait_scope.cancel()
+                return
+            conn.parser.feed(data)   # answered after the blocked command, in order
+        # Past the limit we stop reading; TCP's flow control holds back the rest.
+
+    async def sleep(self, conn: Connection, effect: fx.Sleep, held) -> None:
+        await self._blocked(conn, trio.sleep, effect.seconds)
+
+    async def pop_wait(self, conn: Connection, effect: fx.PopWait, held):
+        waiter = self.state.waiters.add(ListWaiter(conn.client.id, effect.keys, effect.left))
+        try:
+            await self._blocked(conn, self._until_served, waiter, effect.timeout)
+        finally:
+            # Condition.wait retakes the lock even when cancelled, so we hold it here.
+            self.state.waiters.remove(waiter)
+            if waiter.item is not None and conn.hung_up:
+                self._hand_back(waiter)
+        return waiter.item
+
+    async def _until_served(self, waiter: ListWaiter, timeout: float | None) -> None:
+        with trio.move_on_after(_seconds(timeout)):
+            while waiter.item is None:
+                await self.lists_changed.wait()   # lets go of the lock while waiting
+
+    def _hand_back(self, waiter: ListWaiter) -> None:
+        """A push served this waiter as its client hung up: the item goes back, nothing is lost."""
+        key, value = waiter.item
+        try:
+            self.state.keyspace.push(key, [value], waiter.left)
+        except ReplyError:
+            return   # the key became a string meanwhile; there is no list to return it to
+        if self.state.waiters.serve(key, self.state.keyspace):
+            self.lists_changed.notify_all()
+
+    async def pushed(self, conn, effect: fx.Pushed, held) -> None:
+        if self.state.waiters.serve(effect.key, self.state.keyspace):
+            self.lists_changed.notify_all()   # each served waiter finds its item waiting
+
+    # -- the pool: a CapacityLimiter bounds it, the ledger names the holders --------
+
+    async def lease_acquire(self, conn: Connection, effect: fx.LeaseAcquire, held):
+        ledger = self.state.ledger
+        borrower = object()   # this lease's identity for the CapacityLimiter
+        ledger.waiting += 1
+        try:
+            got = await self._blocked(conn, self._borrow, borrower, effect.timeout)
+        finally:
+            ledger.waiting -= 1
+        if got is CUT_SHORT:
+            return None   # the client left (or the server stops): a cancelled acquire took nothing
+        if not got:
+            ledger.timeouts += 1
+            return None
+        lease = ledger.grant(conn.client.id)
+        self.borrowers[lease] = borrower
+        return lease
+
+    async def _borrow(self, borrower: object, timeout: float | None) -> bool:
+        with trio.move_on_after(_seconds(timeout)):
+            await self.leases.acquire_on_behalf_of(borrower)
+            return True
+        return False
+
+    async def lease_release(self, conn: Connection, effect: fx.LeaseRelease, held) -> bool:
+        return self._give_back(effect.lease, conn.client.id)
+
+    def _give_back(self, lease: int, client_id: int) -> bool:
+        if not self.state.ledger.revoke(lease, client_id):
+            return False
+        self.leases.release_on_behalf_of(self.borrowers.pop(lease))
+        return True
+
+    # -- barriers and events ---------------------------------------------------------
+
+    async def barrier_wait(self, conn: Connection, effect: fx.BarrierWait, held) -> int:
+        barrier = self.barriers.get(effect.name)
+        if barrier is None:
+            barrier = self.barriers[effect.name] = Barrier(effect.parties)
+        elif barrier.parties != effect.parties:
+            raise parties_mismatch(effect.name, barrier.parties, effect.parties)
+        # A party whose client hangs up is cancelled out of the wait, which
+        # breaks the barrier, so the others don't wait forever.
+        index = await self._blocked(conn, self._meet, barrier, effect.name, effect.timeout)
+        if index is CUT_SHORT:
+            raise broken(effect.name)
+        return index
+
+    @staticmethod
+    async def _meet(barrier: Barrier, name: bytes, timeout: float | None) -> int:
+        try:
+            with trio.move_on_after(_seconds(timeout)):
+                return await barrier.wait()
+        except BrokenBarrierError:
+            pass
+        raise broken(name)   # broken, or we timed out (which broke it for everyone)
+
+    async def barrier_reset(self, conn, effect: fx.BarrierReset, held) -> bool:
+        barrier = self.barriers.pop(effect.name, None)
+        if barrier is None:
+            return False
+        barrier.reset()   # waiters get BROKEN; the next WAIT starts afresh
+        return True
+
+    async def barrier_status(self, conn, effect: fx.BarrierStatus, held):
+        barrier = self.barriers.get(effect.name)
+        if barrier is None:
+            return None
+        return BarrierView(barrier.parties, barrier.n_waiting, barrier.broken, barrier.generation)
+
+    def _event(self, name: bytes) -> ClearableEvent:
+        event = self.events.get(name)
+        if event is None:
+            event = self.events[name] = ClearableEvent()
+        return event
+
+    async def event_set(self, conn, effect: fx.EventSet, held) -> int:
+        return self._event(effect.name).set()
+
+    async def event_clear(self, conn, effect: fx.EventClear, held) -> None:
+        self._event(effect.name).clear()   # a fresh trio.Event replaces the set one
+
+    async def event_isset(self, conn, effect: fx.EventIsSet, held) -> bool:
+        return self._event(effect.name).is_set()
+
+    async def event_wait(self, conn: Connection, effect: fx.EventWait, held) -> bool:
+        return await self._blocked(conn, self._until_set, self._event(effect.name),
+                                   effect.timeout) is True
+
+    @staticmethod
+    async def _until_set(event: ClearableEvent, timeout: float | None) -> bool:
+        with trio.move_on_after(_seconds(timeout)):
+            await event.wait()
+            return True
+        return False
+
+    # -- server-wide -------------------------------------------------------------
+
+    async def reconfigure(self, conn, effect: fx.Reconfigure, held) -> None:
+        # Growing wakes waiters at once; shrinking lets holders keep their
+        # tokens and admits no one until the number out falls below the new size.
+        if "pool_size" in effect.names:
+            self.state.ledger.size = self.config.pool_size
+            self.leases.total_tokens = self.config.pool_size
+        if "maxclients" in effect.names:
+            self.client_slots.total_tokens = self.config.maxclients
+
+    async def model_info(self, conn, effect, held) -> dict:
+        return {"tasks_living": trio.lowlevel.current_statistics().tasks_living,
+                "loop_stalls": self.stalls.count,
+                "longest_stall_ms": round(self.stalls.longest * 1000, 1),
+                "barriers": len(self.barriers), "events": len(self.events)}
+
+    async def shutdown(self, conn, effect, held) -> None:
+        self._begin_stop()
+
+    def stop(self) -> None:
+        """Ask for a graceful stop; safe from any thread and from a signal handler."""
+        self._stop_requested = True
+        if self._token is not None:
+            try:
+                self._token.run_sync_soon(self._begin_stop)
+            except trio.RunFinishedError:
+                pass
+
+    def _begin_stop(self) -> None:
+        """Stop accepting, and cut short every wait: for a next request or in a blocking command.
+
+        A connection in the middle of a command is not interrupted: it
+        answers, then sees `stopping` and ends. serve() gives it GRACE seconds.
+        """
+        self.stopping.set()
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for conn in self.connections:
+            if conn.interruptible is not None:
+                conn.interruptible.cancel()
+
+
+class LoopStalls:
+    """How long commands kept the event loop to themselves.
+
+    WORK is pure-Python CPU work and runs right here, on the loop: while it
+    runs, no other task is scheduled, no byte is read, no timer fires. Every
+    other client stalls for its whole duration. (trio.to_thread.run_sync
+    would let the loop run meanwhile, but the GIL still lets only one of the
+    two execute Python at a time, so WORK itself gets no faster.)
+    """
+
+    def __init__(self) -> None:
+        self.count = 0        # commands that held the loop STALL seconds or more
+        self.longest = 0.0    # seconds
+
+    def note(self, started: float) -> None:
+        took = time.perf_counter() - started
+        if took >= STALL:
+            self.count += 1
+            self.longest = max(self.longest, took)
+
+
+def _seconds(timeout: float | None) -> float:
+    """A command's timeout (None: wait forever) as move_on_after's seconds."""
+    return math.inf if timeout is None else timeout
