@@ -26,7 +26,7 @@ from types import GeneratorType
 from server import open_listener, stop_on_signals
 from server.threads_sync import HangupWatcher, ResizableSemaphore, wait_in_slices
 from shared import effects as fx
-from shared.commands import COMMANDS, dispatch
+from shared.commands import BLOCKING, dispatch
 from shared.commands.events import BarrierView, broken, parties_mismatch
 from shared.resp import ProtocolError, ReplyError, RequestParser, encode
 from shared.state import Client, ServerState
@@ -200,8 +200,7 @@ class Server:
 
     def execute(self, conn: Connection, argv: list[bytes]):
         """Run one command; a generator's effects are performed here, in this thread."""
-        command = COMMANDS.get(argv[0].lower())
-        if command is not None and "blocking" in command.flags:
+        if argv[0].lower() in BLOCKING:
             self.flush(conn)   # earlier replies go out before we may block for long
         outcome = dispatch(conn.client, argv)
         if type(outcome) is not GeneratorType:

@@ -157,12 +157,14 @@ class RequestParser:
                     return self._incomplete(pos, "too big bulk count string")
                 got = chr(buf[pos]) if 0x20 <= buf[pos] < 0x7F else "\\x%02x" % buf[pos]
                 raise ProtocolError(f"expected '$', got '{got}'")
-            if _INTEGER(buf, pos + 1, newline) is None:
+            digits = buf[pos + 1:newline]
+            # A length is never negative, so plain digits without a leading zero will do.
+            if not digits.isdigit() or (digits[0] == 0x30 and len(digits) > 1):
                 if self._hidden_by_nul(pos, newline):
                     return self._incomplete(pos, "too big bulk count string")
                 raise ProtocolError("invalid bulk length")
-            length = int(buf[pos + 1:newline])
-            if length < 0 or length > self.max_bulk:
+            length = int(digits)
+            if length > self.max_bulk:
                 raise ProtocolError("invalid bulk length")
             start = newline + 2
             pos = start + length + 2  # Redis skips the CRLF without checking it

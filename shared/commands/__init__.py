@@ -13,7 +13,10 @@ from shared.resp import ReplyError
 
 NOAUTH = ReplyError("NOAUTH Authentication required.")
 
-__all__ = ["COMMANDS", "Command", "dispatch", "unknown_command"]
+__all__ = ["BLOCKING", "COMMANDS", "Command", "dispatch", "unknown_command"]
+
+# Names of the commands that may wait; a model sends earlier replies before running one.
+BLOCKING = frozenset(name for name, command in COMMANDS.items() if "blocking" in command.flags)
 
 
 def unknown_command(argv: list[bytes]) -> ReplyError:
@@ -32,7 +35,8 @@ def dispatch(client, argv: list[bytes]):
     command = COMMANDS.get(name)
     if command is None:
         return unknown_command(argv)
-    if not command.arity_ok(len(argv)):
+    arity, argc = command.arity, len(argv)
+    if (argc != arity) if arity > 0 else (argc < -arity):
         return wrong_arity(command.name)
     if not client.authenticated and NO_AUTH not in command.flags:
         return NOAUTH

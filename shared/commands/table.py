@@ -22,9 +22,6 @@ class Command:
     flags: tuple[str, ...] = ()
     keys: tuple[int, int, int] = (0, 0, 0)   # first key, last key, step (COMMAND INFO)
 
-    def arity_ok(self, argc: int) -> bool:
-        return argc == self.arity if self.arity > 0 else argc >= -self.arity
-
     def info(self) -> list:
         """COMMAND INFO's entry, the ten fields Redis 7 sends."""
         first, last, step = self.keys
