@@ -81,18 +81,7 @@ class Server:
         self.threads: set[threading.Thread] = set()
         self.listener: socket.socket | None = None
         self._wake_reader, self._wake_writer = socket.socketpair()
-        self.perform = {
-            fx.Guard: self.guard, fx.ListsGuard: self.lists_guard,
-            fx.RaceWindow: self.race_window, fx.Sleep: self.sleep,
-            fx.PopWait: self.pop_wait, fx.Pushed: self.pushed,
-            fx.LeaseAcquire: self.lease_acquire, fx.LeaseRelease: self.lease_release,
-            fx.BarrierWait: self.barrier_wait, fx.BarrierReset: self.barrier_reset,
-            fx.BarrierStatus: self.barrier_status,
-            fx.EventSet: self.event_set, fx.EventClear: self.event_clear,
-            fx.EventIsSet: self.event_isset, fx.EventWait: self.event_wait,
-            fx.Reconfigure: self.reconfigure, fx.ModelInfo: self.model_info,
-            fx.Shutdown: self.shutdown,
-        }
+        self.perform = fx.performers(self)
 
     # -- accepting ----------------------------------------------------------
 

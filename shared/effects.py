@@ -162,3 +162,21 @@ class ModelInfo(Effect):
 @dataclass(slots=True)
 class Shutdown(Effect):
     """Begin a graceful stop: stop accepting, finish in-flight replies, close all."""
+
+
+# Each effect, and the name of the model method that performs it. Every model
+# builds its dispatch table from this, so a model missing one fails at start-up.
+PERFORMED_BY = {
+    Guard: "guard", ListsGuard: "lists_guard", RaceWindow: "race_window", Sleep: "sleep",
+    PopWait: "pop_wait", Pushed: "pushed",
+    LeaseAcquire: "lease_acquire", LeaseRelease: "lease_release",
+    BarrierWait: "barrier_wait", BarrierReset: "barrier_reset", BarrierStatus: "barrier_status",
+    EventSet: "event_set", EventClear: "event_clear", EventIsSet: "event_isset",
+    EventWait: "event_wait",
+    Reconfigure: "reconfigure", ModelInfo: "model_info", Shutdown: "shutdown",
+}
+
+
+def performers(model) -> dict:
+    """{effect type: the model's bound method that performs it}."""
+    return {effect: getattr(model, name) for effect, name in PERFORMED_BY.items()}
