@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run a server (speaks Redis's RESP2)")
     add_serve_arguments(serve)
 
+    load = commands.add_parser("load", help="many clients against one server, with a verdict")
+    from client.load import add_load_arguments
+    add_load_arguments(load)
+
     demo = commands.add_parser("demo", help="the race lesson in a few seconds")
     demo.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
     demo.add_argument("--requests", type=int, default=50, help="INCRs per client (default: 50)")
@@ -36,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.command == "serve":
         import server   # the CLI imports a server only to run one
         return server.serve(Config.from_options(options))
+    if options.command == "load":
+        from client.load import main as load_main
+        return load_main(options)
     if options.command == "demo":
         from client.demo import run_demo
         return run_demo(options)

@@ -87,10 +87,10 @@ class Server:
 
     def listen(self) -> None:
         self.listener = open_listener(self.config)
+        if threading.current_thread() is threading.main_thread():
+            stop_on_signals(self.stop)   # before the banner: a signal right after it is graceful too
 
     def serve_forever(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            stop_on_signals(self.stop)
         self.listener.setblocking(False)
         selector = selectors.DefaultSelector()
         selector.register(self.listener, selectors.EVENT_READ)

@@ -1,32 +1,16 @@
-"""Real servers for the tests: contend models in subprocesses, and a real redis-server.
-
-Every server listens on a free loopback port; every process is stopped by the
-fixture that started it.
-"""
+"""The tests' servers: client/servers.py's, with a raw test client and redis-py on hand."""
 
 from __future__ import annotations
 
-import re
-import selectors
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import redis
 
+from client import servers
+from client.servers import BANNER, ROOT, free_port  # noqa: F401  (tests import these from here)
 from tests.raw import RawClient
 
-ROOT = Path(__file__).resolve().parent.parent
-BANNER = re.compile(r"listening on ([\d.]+):(\d+)")
 
-
-class RunningServer:
-    def __init__(self, name: str, process: subprocess.Popen, host: str, port: int):
-        self.name, self.process, self.host, self.port = name, process, host, port
+class TestServer(servers.RunningServer):
+    __test__ = False   # not a test class, whatever pytest thinks of the name
 
     def raw(self, timeout: float = 10) -> RawClient:
         return RawClient(self.host, self.port, timeout)
@@ -34,66 +18,10 @@ class RunningServer:
     def redis(self, **options) -> redis.Redis:
         return redis.Redis(host=self.host, port=self.port, socket_timeout=10, **options)
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
 
-    def __repr__(self) -> str:
-        return f"<{self.name} on {self.host}:{self.port}>"
+def start_contend(model: str, *flags: str) -> TestServer:
+    return servers.start_contend(model, *flags, server_class=TestServer)
 
 
-def start_contend(model: str, *flags: str, wait: float = 15) -> RunningServer:
-    """`python -m server --model MODEL --port 0 FLAGS`, ready once it prints its banner."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--model", model, "--port", "0", *flags],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if not selector.select(timeout=deadline - time.monotonic()):
-            break
-        line = process.stdout.readline()
-        if not line:
-            break
-        found = BANNER.search(line)
-        if found:
-            return RunningServer(model, process, found.group(1), int(found.group(2)))
-    process.kill()
-    raise RuntimeError(f"contend {model} did not start: {process.stdout.read()}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_redis() -> RunningServer:
-    """A real redis-server, the reference every Redis-named command is held to."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    for _attempt in range(5):
-        port = free_port()
-        process = subprocess.Popen(
-            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with RawClient("127.0.0.1", port, 1) as client:
-                    if client.call("PING") == "PONG":
-                        return RunningServer("redis", process, "127.0.0.1", port)
-            except OSError:
-                time.sleep(0.02)
-        process.kill()
-        process.wait()
-    raise RuntimeError("redis-server did not start")
+def start_redis() -> TestServer:
+    return servers.start_redis(server_class=TestServer)

@@ -1,0 +1,190 @@
+"""`contend load`: many clients against one server, a latency table and a verdict.
+
+    contend load --target 127.0.0.1:7070 --scenario incr --clients 16 --requests 200
+
+Exit status: 0 when the run completed and its invariant held, 1 when it
+completed and the invariant broke, 2 for usage or connection errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+from hdrh.histogram import HdrHistogram
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from client.loadgen import DRIVERS, Plan, connect, new_histogram, shared_progress
+from client.scenarios import SCENARIOS
+
+PERCENTILES = {"p50": 50, "p90": 90, "p99": 99, "p999": 99.9}
+
+
+@dataclass
+class LoadResult:
+    scenario: str
+    clients: int
+    driver: str
+    ops: int
+    errors: int
+    errors_by_kind: dict
+    duration_s: float
+    ops_per_sec: float
+    latency_ms: dict
+    invariant: dict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", type=parse_target, default=("127.0.0.1", 7070),
+                        metavar="HOST:PORT", help="the server (default: 127.0.0.1:7070)")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="ping")
+    parser.add_argument("--clients", type=int, default=10, help="concurrent clients (default: 10)")
+    amount = parser.add_mutually_exclusive_group()
+    amount.add_argument("--requests", type=int, help="requests per client")
+    amount.add_argument("--duration", type=float, help="seconds to run")
+    parser.add_argument("--driver", choices=sorted(DRIVERS), default="threads")
+    parser.add_argument("--pipeline", type=int, default=1, help="commands in flight per client")
+    parser.add_argument("--rate", type=float,
+                        help="total requests per second (default: as fast as replies come)")
+    parser.add_argument("--password", help="AUTH with this password first")
+    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+
+
+def merged_latency(histograms: list[str]) -> dict:
+    total = new_histogram()
+    for encoded in histograms:
+        if encoded:
+            total.add(HdrHistogram.decode(encoded.encode()))
+    if total.get_total_count() == 0:
+        return {name: 0.0 for name in [*PERCENTILES, "max"]}
+    latency = {name: total.get_value_at_percentile(p) / 1000 for name, p in PERCENTILES.items()}
+    latency["max"] = total.get_max_value() / 1000
+    return latency
+
+
+def run_load(plan: Plan, driver: str = "threads", show_progress: bool = False) -> LoadResult:
+    """Set up, run every client from one start line, merge, and judge. Raises OSError
+    (or ConnectionError) when the server cannot be reached."""
+    scenario = plan.scenario
+    with connect(plan) as admin:
+        scenario.setup(admin)
+    progress = shared_progress(driver, plan.clients)
+    indices = list(range(plan.clients))
+    with _ProgressBar(progress, plan, enabled=show_progress):
+        outcomes = DRIVERS[driver](plan, indices, progress)
+    # From the start line to the last reply: connecting and setting up are not the load.
+    took = max(outcome.elapsed for outcome in outcomes)
+    ops = sum(o.ops for o in outcomes)
+    errors = Counter()
+    for outcome in outcomes:
+        errors.update(outcome.errors)
+    with connect(plan) as admin:
+        invariant = scenario.verdict(admin, [o.tally for o in outcomes], ops, sum(errors.values()))
+    return LoadResult(scenario.name, plan.clients, driver, ops, sum(errors.values()), dict(errors),
+                      round(took, 4), round(ops / took, 1) if took else 0.0,
+                      merged_latency([o.histogram for o in outcomes]), invariant.as_dict())
+
+
+class _ProgressBar:
+    """A live bar (ops/s, errors, elapsed) on a terminal; nothing otherwise."""
+
+    def __init__(self, progress, plan: Plan, enabled: bool):
+        self.counts, self.plan = progress, plan
+        self.enabled = enabled and Console().is_terminal
+        self.done = threading.Event()
+
+    def __enter__(self):
+        if self.enabled:
+            self.thread = threading.Thread(target=self._show, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        if self.enabled:
+            self.thread.join()
+
+    def _show(self) -> None:
+        total = (self.plan.requests or 0) * self.plan.clients or None
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                      TextColumn("{task.completed:>9,.0f} requests  {task.fields[rate]:>9,.0f}/s"),
+                      TimeElapsedColumn(), transient=True) as bar:
+            task = bar.add_task(f"{self.plan.scenario.name} x {self.plan.clients}",
+                                total=total or self.plan.duration, rate=0)
+            began, last, last_at = time.perf_counter(), 0, time.perf_counter()
+            while not self.done.wait(0.2):
+                count, now = sum(self.counts), time.perf_counter()
+                rate = (count - last) / (now - last_at)
+                last, last_at = count, now
+                bar.update(task, completed=count if total else now - began, rate=rate)
+
+
+def render(result: LoadResult, console: Console) -> None:
+    table = Table(title=f"contend load: {result.scenario}, {result.clients} clients, "
+                        f"{result.driver} driver")
+    for column in ("ops", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "errors"):
+        table.add_column(column, justify="right")
+    latency = result.latency_ms
+    errors = ", ".join(f"{kind} {n}" for kind, n in sorted(result.errors_by_kind.items())) or "0"
+    table.add_row(f"{result.ops:,}", f"{result.ops_per_sec:,.0f}",
+                  *(f"{latency[k]:.3f}" for k in ("p50", "p90", "p99", "p999", "max")), errors)
+    console.print(table)
+    invariant = result.invariant
+    mark = "[green]holds[/]" if invariant["holds"] else "[red]BROKEN[/]"
+    console.print(f"invariant {mark}: {invariant['detail']} "
+                  f"(expected {invariant['expected']}, observed {invariant['observed']})")
+
+
+def plan_from_options(options) -> Plan:
+    scenario_class = SCENARIOS[options.scenario]
+    if options.clients < 1 or options.pipeline < 1:
+        raise ValueError("--clients and --pipeline must be at least 1")
+    if options.rate is not None and options.rate <= 0:
+        raise ValueError("--rate must be positive")
+    if options.requests is None and options.duration is None:
+        options.requests = 100
+    if scenario_class.needs_request_count and options.requests is None:
+        raise ValueError(f"the {options.scenario} scenario needs --requests "
+                         "(every client must do the same number of rounds)")
+    scenario = scenario_class(options.clients)
+    host, port = options.target
+    return Plan(host, port, scenario, options.clients, options.requests, options.duration,
+                options.pipeline, options.rate, options.password)
+
+
+def main(options) -> int:
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        plan = plan_from_options(options)
+    except ValueError as problem:
+        err.print(f"contend load: {problem}")
+        return 2
+    try:
+        result = run_load(plan, options.driver, show_progress=True)
+    except (OSError, ConnectionError) as problem:
+        err.print(f"contend load: cannot run against {plan.host}:{plan.port}: {problem}")
+        return 2
+    render(result, console)
+    if options.json:
+        with open(options.json, "w") as out:
+            json.dump(result.as_dict(), out, indent=2)
+    return 0 if result.invariant["holds"] else 1
+
