@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     from client.load import add_load_arguments
     add_load_arguments(load)
 
+    race = commands.add_parser("race", help="each model with sync off and on, one table")
+    from client.race import add_race_arguments
+    add_race_arguments(race)
+
     demo = commands.add_parser("demo", help="the race lesson in a few seconds")
     demo.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
     demo.add_argument("--requests", type=int, default=50, help="INCRs per client (default: 50)")
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.command == "load":
         from client.load import main as load_main
         return load_main(options)
+    if options.command == "race":
+        from client.race import main as race_main
+        return race_main(options)
     if options.command == "demo":
         from client.demo import run_demo
         return run_demo(options)
