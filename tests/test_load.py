@@ -1,0 +1,136 @@
+"""`contend load` and `contend race`: verdicts checked against the server's own state,
+exit statuses, the JSON, and latency measured from the due time under a stall."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.helpers import as_dict, info_field, wait_until
+from tests.servers import ROOT
+
+
+def contend(*args, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run(["contend", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def load(server, tmp_path, *args) -> tuple[int, dict]:
+    out = tmp_path / "result.json"
+    done = contend("load", "--target", f"{server.host}:{server.port}", "--json", str(out), *args)
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    return done.returncode, json.loads(out.read_text())
+
+
+def test_incr_verdict_matches_the_counters_read_back(server, tmp_path):
+    with server.raw() as client:
+        client.call("CONFIG", "SET", "sync", "off", "race-window-us", "3000")
+    code, result = load(server, tmp_path, "--scenario", "incr", "--clients", "8", "--requests", "20")
+    with server.raw() as client:
+        counted = sum(int(client.call("GET", f"contend:incr:{n}") or 0) for n in range(4))
+    invariant = result["invariant"]
+    assert invariant["observed"] == counted
+    assert invariant["expected"] == result["ops"] == 160
+    assert invariant["holds"] is False and code == 1
+    assert f"{160 - counted} lost updates" in invariant["detail"]
+
+
+@pytest.mark.parametrize("driver", ["threads", "trio", "processes"])
+def test_every_driver_gets_an_exact_count_under_lock(server, tmp_path, driver):
+    code, result = load(server, tmp_path, "--scenario", "incr", "--clients", "6",
+                        "--requests", "15", "--driver", driver)
+    assert code == 0 and result["invariant"]["holds"] is True
+    assert result["driver"] == driver and result["ops"] == 90 and result["errors"] == 0
+    with server.raw() as client:
+        assert sum(int(client.call("GET", f"contend:incr:{n}") or 0) for n in range(4)) == 90
+
+
+def test_bank_verdict_matches_an_audit(server, tmp_path):
+    with server.raw() as client:
+        client.call("CONFIG", "SET", "sync", "off", "race-window-us", "2000")
+    code, result = load(server, tmp_path, "--scenario", "bank", "--clients", "8", "--requests", "15")
+    with server.raw() as client:
+        audit = client.call("BANK.AUDIT", *[f"contend:bank:{n}" for n in range(5)])
+    assert result["invariant"]["observed"] == audit
+    assert (code == 0) == (audit == result["invariant"]["expected"])
+
+
+@pytest.mark.parametrize("scenario", ["pool", "barrier", "queue", "work", "sleep", "mixed", "ping"])
+def test_scenarios_hold_on_a_guarded_server(server, tmp_path, scenario):
+    code, result = load(server, tmp_path, "--scenario", scenario, "--clients", "4",
+                        "--requests", "10")
+    assert code == 0, result
+    assert result["errors"] == 0 and result["ops"] == 40
+    with server.raw() as client:
+        if scenario == "pool":
+            assert as_dict(client.call("POOL.STATUS"))["peak-in-use"] <= 4
+        if scenario == "queue":
+            assert client.call("LLEN", "contend:queue") == 0
+
+
+def test_json_has_every_field(server, tmp_path):
+    _, result = load(server, tmp_path, "--scenario", "ping", "--clients", "2", "--requests", "5",
+                     "--pipeline", "4")
+    for key in ("scenario", "clients", "ops", "errors", "duration_s", "ops_per_sec"):
+        assert key in result
+    assert set(result["latency_ms"]) >= {"p50", "p90", "p99", "p999", "max"}
+    assert set(result["invariant"]) >= {"holds", "expected", "observed", "detail"}
+    assert result["ops"] == 10
+
+
+@pytest.mark.parametrize("args", [
+    ("--clients", "0"),
+    ("--scenario", "barrier", "--duration", "1"),
+    ("--scenario", "nosuch"),
+    ("--target", "nohostport"),
+    ("--requests", "1", "--duration", "1"),
+], ids=["no-clients", "barrier-by-time", "unknown-scenario", "bad-target", "both-bounds"])
+def test_usage_errors_exit_2_without_a_traceback(args):
+    done = contend("load", *args)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
+def test_unreachable_server_exits_2_with_a_message():
+    from tests.servers import free_port
+    done = contend("load", "--target", f"127.0.0.1:{free_port()}", "--requests", "1")
+    assert done.returncode == 2
+    assert "cannot run against" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_fixed_rate_latency_counts_a_server_stall(serve, tmp_path):
+    """A trio server stalled by WORK: requests due during the stall are late, and p99 says so."""
+    server = serve("trio")
+    out = tmp_path / "result.json"
+    runner = subprocess.Popen(["contend", "load", "--target", f"{server.host}:{server.port}",
+                               "--scenario", "ping", "--clients", "4", "--rate", "400",
+                               "--duration", "3", "--json", str(out)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with server.raw() as client:
+        wait_until(lambda: info_field(client, "total_commands_processed") > 100,
+                   message="the load to be running")
+        began = time.monotonic()
+        client.call("WORK", "10000")   # the event loop does nothing else meanwhile
+        stall_ms = (time.monotonic() - began) * 1000
+    assert runner.wait(60) == 0, runner.stderr.read()
+    result = json.loads(out.read_text())
+    assert stall_ms > 100
+    # A quarter of a second of requests was due during the stall: more than 1% of them.
+    assert result["latency_ms"]["p99"] >= stall_ms * 0.5
+    assert result["latency_ms"]["max"] >= stall_ms * 0.8
+
+
+def test_race_shows_lost_updates_without_the_lock_and_none_with_it(tmp_path):
+    out = tmp_path / "race.json"
+    done = contend("race", "--models", "threads", "--clients", "8", "--requests", "10",
+                   "--json", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {row["sync"]: row for row in json.loads(out.read_text())}
+    assert rows["off"]["lost_updates"] > 0 and rows["off"]["holds"] is False
+    assert rows["lock"]["lost_updates"] == 0 and rows["lock"]["money_delta"] == 0
+    assert rows["lock"]["holds"] is True
+    assert "lost updates" in done.stdout and "threads" in done.stdout
