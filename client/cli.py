@@ -1,9 +1,9 @@
 """`contend`: one command, a subcommand per job.
 
     contend serve   run one server model (imports server/ only when asked)
-    contend demo    start a server and show the race lesson in a few seconds
-
-`load`, `race`, `bench` and `top` join here as they are built.
+    contend load    many clients against one server, latency table and verdict
+    contend race    every model with sync off and lock, one table
+    contend demo    the tour: every model, the race, a comparison
 """
 
 from __future__ import annotations
@@ -31,11 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     from client.race import add_race_arguments
     add_race_arguments(race)
 
-    demo = commands.add_parser("demo", help="the race lesson in a few seconds")
-    demo.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
-    demo.add_argument("--requests", type=int, default=50, help="INCRs per client (default: 50)")
+    demo = commands.add_parser("demo", help="the tour: every model, the race, a comparison")
+    demo.add_argument("--clients", type=int, default=16, help="racing clients (default: 16)")
+    demo.add_argument("--requests", type=int, default=25,
+                      help="requests per client per race scenario (default: 25)")
     demo.add_argument("--race-window-us", dest="race_window_us", type=int, default=2000,
                       help="gap between read and write with sync off (default: 2000)")
+    demo.add_argument("--seconds", type=float, default=1.0,
+                      help="seconds per comparison cell (default: 1)")
     return parser
 
 

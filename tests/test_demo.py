@@ -1,18 +1,24 @@
-"""`contend demo`, the README's first command, tells the race story and exits 0."""
+"""`contend demo`, the README's first command: every model races, then a comparison, exit 0."""
 
 from __future__ import annotations
 
 import subprocess
 
+from server import MODEL_MODULES
 from tests.servers import ROOT
 
 
-def test_demo_shows_lost_updates_then_an_exact_count():
-    done = subprocess.run(["contend", "demo", "--clients", "8", "--requests", "10"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+def test_demo_races_every_model_then_compares_them():
+    done = subprocess.run(["contend", "demo", "--clients", "8", "--requests", "10",
+                           "--seconds", "0.3"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines()
-            if line.count("│") > 3 and line.split("│")[1].strip() in ("off", "lock")}
-    assert "updates lost" in rows["off"]
-    assert "exact" in rows["lock"] and "80 │" in rows["lock"]
-    assert "redis-cli" in done.stdout   # it ends by saying what to try next
+    cells = [[cell.strip() for cell in line.split("│")[1:-1]]
+             for line in done.stdout.splitlines() if line.count("│") >= 6]
+    race = {(cell[0], cell[1]): cell for cell in cells if cell[1] in ("off", "lock")}
+    compared = {cell[0] for cell in cells if cell[1] not in ("off", "lock")}
+    for model in MODEL_MODULES:
+        assert race[model, "off"][-1] == "races" and int(race[model, "off"][3]) > 0
+        assert race[model, "lock"][-1] == "exact" and race[model, "lock"][3] == "0"
+        assert model in compared
+    assert "Try next" in done.stdout and "redis-cli" in done.stdout
