@@ -122,18 +122,22 @@ class _ProgressBar:
             self.thread.join()
 
     def _show(self) -> None:
-        total = (self.plan.requests or 0) * self.plan.clients or None
+        clients = self.plan.clients
+        total = (self.plan.requests or 0) * clients or None
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                      TextColumn("{task.completed:>9,.0f} requests  {task.fields[rate]:>9,.0f}/s"),
+                      TextColumn("{task.fields[done]:>9,} requests  {task.fields[rate]:>9,.0f}/s  "
+                                 "{task.fields[errors]:,} errors"),
                       TimeElapsedColumn(), transient=True) as bar:
-            task = bar.add_task(f"{self.plan.scenario.name} x {self.plan.clients}",
-                                total=total or self.plan.duration, rate=0)
+            task = bar.add_task(f"{self.plan.scenario.name} x {clients}",
+                                total=total or self.plan.duration, done=0, rate=0, errors=0)
             began, last, last_at = time.perf_counter(), 0, time.perf_counter()
             while not self.done.wait(0.2):
-                count, now = sum(self.counts), time.perf_counter()
-                rate = (count - last) / (now - last_at)
-                last, last_at = count, now
-                bar.update(task, completed=count if total else now - began, rate=rate)
+                counts = self.counts[:]
+                done, errors = sum(counts[:clients]), sum(counts[clients:])
+                now = time.perf_counter()
+                rate, last, last_at = (done - last) / (now - last_at), done, now
+                bar.update(task, completed=done if total else now - began, done=done,
+                           rate=rate, errors=errors)
 
 
 def render(result: LoadResult, console: Console) -> None:

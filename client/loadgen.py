@@ -99,8 +99,14 @@ class ClientRun:
         else:
             self.outcome.errors[kind] += 1
 
-    def batch_done(self) -> None:
+    def batch_done(self, progress) -> None:
         self.seq += len(self.batch)
+        self.report(progress)
+
+    def report(self, progress) -> None:
+        """Publish this client's counts: slot i its requests, slot clients+i its errors."""
+        progress[self.index] = self.seq
+        progress[self.plan.clients + self.index] = sum(self.outcome.errors.values())
 
     def fail(self, kind: str) -> None:
         """The connection broke: count the batch in flight as errors and stop."""
@@ -139,9 +145,9 @@ def _drive_with_socket(run: ClientRun, connection: Connection, progress: list, s
                 run.on_reply(position, reply, time.perf_counter())
         except (OSError, ConnectionError) as error:
             run.fail("timeout" if isinstance(error, TimeoutError) else "connection")
+            run.report(progress)
             return
-        run.batch_done()
-        progress[slot] = run.seq
+        run.batch_done(progress)
 
 
 def run_threads(plan: Plan, indices: list[int], progress, start_line=None) -> list[ClientOutcome]:
@@ -219,8 +225,7 @@ def run_trio(plan: Plan, indices: list[int], progress) -> list[ClientOutcome]:
                 except (OSError, ConnectionError, trio.BrokenResourceError):
                     run.fail("connection")
                     break
-                run.batch_done()
-                progress[index] = run.seq
+                run.batch_done(progress)
             outcomes[slot] = run.finish(trio.current_time())
             await stream.aclose()
 
@@ -283,7 +288,8 @@ DRIVERS = {"threads": run_threads, "trio": run_trio, "processes": run_processes}
 
 
 def shared_progress(driver: str, clients: int):
-    """Per-client request counters, each written by one client only, so no lock is needed."""
+    """Per-client request and error counters (see ClientRun.report), each slot written by
+    one client only, so no lock is needed; a worker process writes to shared memory."""
     if driver == "processes":
-        return multiprocessing.Array("q", clients, lock=False)
-    return [0] * clients
+        return multiprocessing.Array("q", 2 * clients, lock=False)
+    return [0] * (2 * clients)
