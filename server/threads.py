@@ -70,7 +70,8 @@ class Server:
         self.lists_changed = threading.Condition(self.keyspace_lock)
         self.key_locks: dict[bytes, threading.RLock] = {}
         self.leases = ResizableSemaphore(config.pool_size)
-        self.ledger_lock = threading.Lock()   # the ledger's figures, never held while waiting
+        # The lease ledger and the server's counters; never held while waiting.
+        self.books_lock = threading.Lock()
         self.client_slots = ResizableSemaphore(config.maxclients)
         self.barriers: dict[bytes, NamedBarrier] = {}
         self.events: dict[bytes, NamedEvent] = {}
@@ -126,16 +127,17 @@ class Server:
             return
         sock.setblocking(True)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        thread = threading.Thread(target=self._serve_connection, args=(sock, address),
+        laddr = sock.getsockname()
+        # Registered here, in the one accepting thread, so the connection count has one writer.
+        client = self.state.connect(f"{address[0]}:{address[1]}", f"{laddr[0]}:{laddr[1]}")
+        thread = threading.Thread(target=self._serve_connection, args=(sock, client),
                                   name=f"client-{address[1]}", daemon=True)
         self.threads.add(thread)
         thread.start()
 
     # -- one connection -----------------------------------------------------
 
-    def _serve_connection(self, sock: socket.socket, address) -> None:
-        laddr = sock.getsockname()
-        client = self.state.connect(f"{address[0]}:{address[1]}", f"{laddr[0]}:{laddr[1]}")
+    def _serve_connection(self, sock: socket.socket, client: Client) -> None:
         conn = Connection(sock, client)
         self.connections.add(conn)
         try:
@@ -144,7 +146,9 @@ class Server:
             pass   # the client vanished mid-reply; nothing to tell it
         finally:
             self.connections.discard(conn)
-            for lease in self.state.disconnect(client):
+            with self.books_lock:   # many threads leave at once; the totals must add up
+                leases = self.state.disconnect(client)
+            for lease in leases:
                 self._give_back(lease, client.id)
             sock.close()
             self.client_slots.release()
@@ -234,7 +238,7 @@ class Server:
             held.append(lock)
 
     def _count_deadlock(self) -> None:
-        with self.ledger_lock:
+        with self.books_lock:
             self.state.stats.deadlocks += 1
 
     def lists_guard(self, conn, effect, held: list) -> None:
@@ -275,19 +279,19 @@ class Server:
 
     def lease_acquire(self, conn: Connection, effect: fx.LeaseAcquire, held):
         ledger = self.state.ledger
-        with self.ledger_lock:
+        with self.books_lock:
             ledger.waiting += 1
         try:
             with self._blocked(conn):
                 got = wait_in_slices(lambda seconds: self.leases.acquire(seconds),
                                      effect.timeout, conn.hung_up)
         finally:
-            with self.ledger_lock:
+            with self.books_lock:
                 ledger.waiting -= 1
         if got and conn.hung_up.is_set():
             self.leases.release()   # nobody to hand it to
             return None
-        with self.ledger_lock:
+        with self.books_lock:
             if not got:
                 ledger.timeouts += 1
                 return None
@@ -297,7 +301,7 @@ class Server:
         return self._give_back(effect.lease, conn.client.id)
 
     def _give_back(self, lease: int, client_id: int) -> bool:
-        with self.ledger_lock:
+        with self.books_lock:
             if not self.state.ledger.revoke(lease, client_id):
                 return False
         self.leases.release()   # after the ledger forgets it, so in-use never exceeds size
@@ -368,7 +372,7 @@ class Server:
 
     def reconfigure(self, conn, effect: fx.Reconfigure, held) -> None:
         if "pool_size" in effect.names:
-            with self.ledger_lock:
+            with self.books_lock:
                 self.state.ledger.size = self.config.pool_size
             self.leases.resize(self.config.pool_size)
         if "maxclients" in effect.names:

@@ -23,7 +23,7 @@ REDIS_VERSION = "7.0.0"   # the Redis whose behaviour contend follows, for clien
 
 @dataclass
 class Stats:
-    connections_received: int = 0   # written only by the accepting code
+    connections_received: int = 0   # written only by the code that accepts
     rejected_connections: int = 0
     commands_of_closed_clients: int = 0
     deadlocks: int = 0
@@ -48,7 +48,10 @@ class ServerState:
         return client
 
     def disconnect(self, client: "Client") -> list[int]:
-        """Forget a client; returns the leases it still held, for the model to give back."""
+        """Forget a client; returns the leases it still held, for the model to give back.
+
+        It adds to a server-wide total, so a model whose clients leave in
+        parallel (threads) calls it under a lock."""
         self.clients.pop(client.id, None)
         self.stats.commands_of_closed_clients += client.commands
         return self.ledger.held_by(client.id)

@@ -6,6 +6,8 @@ Redis's order and calls the handler. Import order below only fills the table.
 
 from __future__ import annotations
 
+import time
+
 from shared.args import wrong_arity
 from shared.commands import bank, connection, events, gil, lists, pool, server, strings  # noqa: F401
 from shared.commands.table import COMMANDS, NO_AUTH, Command
@@ -42,6 +44,7 @@ def dispatch(client, argv: list[bytes]):
         return NOAUTH
     client.commands += 1
     client.last_command = name
+    client.last_active = time.time()
     try:
         return command.handler(client, argv)
     except ReplyError as error:
