@@ -4,6 +4,8 @@
                       Barrier and Event guard and wait (threads_sync.py holds the helpers)
     trio_server.py    a trio task per connection; trio.Lock, Condition, CapacityLimiter, and a
                       Barrier and clearable Event built from trio.Event (trio_sync.py)
+    selector_loop.py  one thread, one selector; waiting commands are parked generators, woken
+                      by the loop; hand-made reentrant locks, queues and timers (selector_sync.py)
 
 Each model module has a `Server(config)` with `listen()`, `serve_forever()` and
 a `stop()` that any thread or signal handler may call.
@@ -20,7 +22,8 @@ import sys
 
 from shared.config import Config, add_serve_arguments
 
-MODEL_MODULES = {"threads": "server.threads", "trio": "server.trio_server"}
+MODEL_MODULES = {"threads": "server.threads", "trio": "server.trio_server",
+                 "selectors": "server.selector_loop"}
 
 
 def create(config: Config):

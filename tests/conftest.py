@@ -7,7 +7,7 @@ import pytest
 from tests.servers import start_contend, start_redis
 
 # Every model runs the one conformance suite; a new model joins by adding its name.
-MODELS = ["threads", "trio"]
+MODELS = ["threads", "trio", "selectors"]
 
 
 @pytest.fixture(scope="session")
