@@ -29,13 +29,13 @@ import time
 from dataclasses import dataclass
 
 from client.connection import Connection
+from client.servers import on_cpu, raise_open_files_limit
 
 RUNS = [  # (label, redis-benchmark arguments)
     ("-c 50", ["-c", "50", "-t", "ping_mbulk,incr"]),
     ("-c 50 -P 16", ["-c", "50", "-P", "16", "-t", "ping_mbulk,incr"]),
     ("-c 1000", ["-c", "1000", "-t", "ping_mbulk,incr"]),
 ]
-OPEN_FILES = 65536
 
 
 @dataclass
@@ -46,14 +46,6 @@ class Figure:
     rps: float
     p50_ms: float
     p99_ms: float
-
-
-def _more_open_files() -> None:
-    """1000 clients need more descriptors than the usual 1024 (for us and for redis-benchmark)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = min(OPEN_FILES, hard)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _free_port() -> int:
@@ -74,11 +66,17 @@ def _wait_for_ping(port: int, process: subprocess.Popen) -> None:
     raise RuntimeError(f"server on port {port} did not answer PING")
 
 
-def _on_cpu(cpu: int | None):
-    """A preexec_fn that pins the child process to one CPU (None: no pinning)."""
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
+def redis_benchmark(host: str, port: int, requests: int, arguments: list[str],
+                    cpu: int | None = None, timeout: float = 600) -> list[dict]:
+    """One `redis-benchmark --csv` run: a row per test (test, rps, p50_latency_ms,
+    p99_latency_ms, ...). Raises RuntimeError when it fails or the server answers errors."""
+    done = subprocess.run(
+        ["redis-benchmark", "-h", host, "-p", str(port), "-n", str(requests), "--csv", *arguments],
+        capture_output=True, text=True, timeout=timeout, preexec_fn=on_cpu(cpu))
+    if done.returncode != 0 or "ERR" in done.stdout + done.stderr:
+        raise RuntimeError(f"redis-benchmark {' '.join(arguments)} failed: "
+                           f"{(done.stderr or done.stdout).strip()[:200]}")
+    return list(csv.DictReader(io.StringIO(done.stdout)))
 
 
 def start(server: str, cpu: int | None) -> tuple[subprocess.Popen, int]:
@@ -89,7 +87,7 @@ def start(server: str, cpu: int | None) -> tuple[subprocess.Popen, int]:
     else:
         command = [sys.executable, "-m", "server", "--model", server, "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               preexec_fn=_on_cpu(cpu))
+                               preexec_fn=on_cpu(cpu))
     _wait_for_ping(port, process)
     return process, port
 
@@ -99,13 +97,8 @@ def measure(server: str, requests: int, pin: bool) -> list[Figure]:
     figures = []
     try:
         for label, arguments in RUNS:
-            done = subprocess.run(
-                ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(requests),
-                 "--csv", *arguments], capture_output=True, text=True, timeout=600,
-                preexec_fn=_on_cpu(0 if pin else None))
-            if done.returncode != 0 or "ERR" in done.stdout + done.stderr:
-                raise RuntimeError(f"redis-benchmark failed on {server} {label}: {done.stderr}")
-            for row in csv.DictReader(io.StringIO(done.stdout)):
+            for row in redis_benchmark("127.0.0.1", port, requests, arguments,
+                                       cpu=0 if pin else None):
                 figures.append(Figure(server, label, row["test"], float(row["rps"]),
                                       float(row["p50_latency_ms"]), float(row["p99_latency_ms"])))
     finally:
@@ -140,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print("redis-server and redis-benchmark are needed (apt-get install redis-server "
               "redis-tools)", file=sys.stderr)
         return 2
-    _more_open_files()
+    raise_open_files_limit()
     figures = []
     for server in ["redis", *options.models.split(",")]:
         print(f"measuring {server} ...", file=sys.stderr, flush=True)

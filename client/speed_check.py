@@ -19,9 +19,8 @@ import sys
 
 from client.load import run_load
 from client.loadgen import DRIVERS, Plan
-from client.redis_baseline import _more_open_files, _on_cpu
 from client.scenarios import Ping
-from client.servers import start_redis
+from client.servers import on_cpu, raise_open_files_limit, start_redis
 
 CLIENTS = 50
 
@@ -31,14 +30,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=100_000, help="requests in all, per run")
     options = parser.parse_args(argv)
-    _more_open_files()
+    raise_open_files_limit()
     pin = (os.cpu_count() or 1) >= 2
     rows = []
-    with start_redis(preexec_fn=_on_cpu(1 if pin else None)) as redis:
+    with start_redis(preexec_fn=on_cpu(1 if pin else None)) as redis:
         done = subprocess.run(["redis-benchmark", "-h", redis.host, "-p", str(redis.port),
                                "-c", str(CLIENTS), "-n", str(options.requests), "-t", "ping_mbulk",
                                "--csv"], capture_output=True, text=True, timeout=600,
-                              preexec_fn=_on_cpu(0 if pin else None))
+                              preexec_fn=on_cpu(0 if pin else None))
         row = next(csv.DictReader(io.StringIO(done.stdout)))
         baseline = float(row["rps"])
         rows.append(("redis-benchmark", baseline, float(row["p99_latency_ms"])))
