@@ -4,6 +4,7 @@
     contend load    many clients against one server, latency table and verdict
     contend race    every model with sync off and lock, one table
     contend demo    the tour: every model, the race, a comparison
+    contend ping    one PING (exit 0 on PONG): the compose healthchecks
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="gap between read and write with sync off (default: 2000)")
     demo.add_argument("--seconds", type=float, default=1.0,
                       help="seconds per comparison cell (default: 1)")
+    ping = commands.add_parser("ping", help="PING a server: exit 0 on PONG, 1 otherwise")
+    from client.ping import add_ping_arguments
+    add_ping_arguments(ping)
     return parser
 
 
@@ -56,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.command == "demo":
         from client.demo import run_demo
         return run_demo(options)
+    if options.command == "ping":
+        from client.ping import main as ping_main
+        return ping_main(options)
     return 2
 
 
