@@ -2,7 +2,8 @@
 
 On a fresh machine with Python 3 and pip this installs contend with its test
 extras, and Debian's redis-server and redis-tools (the reference server and
-the real clients the suite talks to) when they are missing, then runs pytest.
+the real clients the suite talks to) and docker-compose (which validates
+docker-compose.yml; no Docker engine needed) when they are missing, then runs pytest.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_TOOLS = ("redis-server", "redis-cli", "redis-benchmark")
+# tool -> the Debian package that provides it
+DEBIAN_PACKAGES = {"redis-server": "redis-server", "redis-cli": "redis-tools",
+                   "redis-benchmark": "redis-tools", "docker-compose": "docker-compose"}
 
 
 def run(*command: str) -> None:
@@ -22,23 +25,25 @@ def run(*command: str) -> None:
     subprocess.run(command, check=True, cwd=ROOT)
 
 
-def install_redis() -> None:
-    if all(shutil.which(tool) for tool in REDIS_TOOLS):
+def install_tools() -> None:
+    missing = [tool for tool in DEBIAN_PACKAGES if not shutil.which(tool)]
+    if not missing:
         return
     apt = shutil.which("apt-get")
     if apt is None:
-        sys.exit("The tests need redis-server, redis-cli and redis-benchmark; install Redis "
-                 "(for example `brew install redis`) and run again.")
+        sys.exit(f"The tests need {', '.join(missing)}; install them (for example "
+                 "`brew install redis docker-compose`) and run again.")
+    packages = sorted({DEBIAN_PACKAGES[tool] for tool in missing})
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in ([*sudo, apt, "update", "-q"],
-                    [*sudo, apt, "install", "-y", "-q", "redis-server", "redis-tools"]):
+                    [*sudo, apt, "install", "-y", "-q", *packages]):
         print("+", " ".join(command), flush=True)
         subprocess.run(command, check=True, env=env)
 
 
 def main(argv: list[str]) -> int:
-    install_redis()
+    install_tools()
     run(sys.executable, "-m", "pip", "install", "-q", "-e", ".[test]")
     return subprocess.run([sys.executable, "-m", "pytest", *argv], cwd=ROOT).returncode
 

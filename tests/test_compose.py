@@ -1,0 +1,211 @@
+"""docker-compose.yml and the Dockerfile: valid, and every service's command really works.
+
+No Docker engine is needed. `docker-compose config` (Debian's docker-compose,
+which `python3 -m tests` installs) validates the file and does the variable
+interpolation; then each service's command runs here, as a local process,
+with the service names pointing at 127.0.0.1 and each server's port 7070
+moved to a free loopback port: the servers, their healthchecks, the load
+service against every target, and the bench service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from tests.servers import ROOT, free_port
+
+COMPOSE_PORT = "7070"   # every server listens on it inside its own container
+PASSWORD = "classroom-secret"
+SERVERS = ["threads", "selectors", "trio", "redis"]
+
+
+def docker_compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    executable = shutil.which("docker-compose")
+    assert executable, ("docker-compose is not installed: `python3 -m tests` installs "
+                        "Debian's docker-compose, or apt-get install docker-compose")
+    return subprocess.run([executable, "--project-directory", str(ROOT),
+                           "-f", str(ROOT / "docker-compose.yml"), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def resolved_config(**env: str) -> dict:
+    """The compose file as docker-compose itself reads it, variables substituted."""
+    done = docker_compose("--profile", "bench", "config", env=env)
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)
+
+
+def dockerfile_entrypoint() -> list[str]:
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("ENTRYPOINT "):
+            return json.loads(line.removeprefix("ENTRYPOINT "))
+    raise AssertionError("the Dockerfile has no ENTRYPOINT")
+
+
+# -- the file itself ----------------------------------------------------------
+
+def test_docker_compose_config_accepts_the_file():
+    for env in ({}, {"CONTEND_PASSWORD": PASSWORD, "TARGET": "trio", "CONTEND_SYNC": "off"}):
+        done = docker_compose("--profile", "bench", "config", "-q", env=env)
+        assert done.returncode == 0, done.stderr
+
+
+def test_every_model_has_a_service_and_clients_wait_for_healthy_servers():
+    from shared.config import MODEL_NAMES
+    services = resolved_config()["services"]
+    assert set(SERVERS) | set(MODEL_NAMES) <= set(services)
+    assert services["redis"]["image"].startswith("redis:")
+    for model in MODEL_NAMES:
+        command = services[model]["command"]
+        assert command[:3] == ["serve", "--model", model] and "0.0.0.0" in command
+        assert "contend" in services[model]["healthcheck"]["test"]
+    for client in ("load", "bench"):
+        assert services[client]["depends_on"] == {
+            name: {"condition": "service_healthy"} for name in SERVERS}
+    # `docker compose up --scale load=20` needs a load service with nothing fixed.
+    assert "ports" not in services["load"] and "container_name" not in services["load"]
+    assert services["bench"]["profiles"] == ["bench"]
+
+
+def test_the_dockerfile_runs_contend_as_a_user_not_root():
+    text = (ROOT / "Dockerfile").read_text()
+    assert dockerfile_entrypoint() == ["contend"]
+    assert "pip install ." in text and "\nUSER contend" in text
+    assert text.startswith("#") and "FROM python:3.11-slim" in text
+
+
+# -- every service's command, run on loopback -----------------------------------
+
+class LocalCompose:
+    """The compose services as local processes: names -> 127.0.0.1, 7070 -> a free port."""
+
+    def __init__(self, config: dict):
+        self.services = config["services"]
+        self.ports = {name: free_port() for name in SERVERS}
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def localise(self, text: str, service: str) -> str:
+        for name, port in self.ports.items():
+            text = text.replace(f"{name}:{COMPOSE_PORT}", f"127.0.0.1:{port}")
+        if service in self.ports:
+            text = text.replace(COMPOSE_PORT, str(self.ports[service]))
+        # `config` keeps `$$` (compose's escape for a literal `$`) as written.
+        return text.replace("$$", "$").replace("0.0.0.0", "127.0.0.1")
+
+    def argv(self, service: str) -> list[str]:
+        """The container's entrypoint plus command, the way Docker joins them."""
+        spec = self.services[service]
+        entrypoint = spec.get("entrypoint") or (
+            [] if spec["image"].startswith("redis:") else dockerfile_entrypoint())
+        argv = [self.localise(part, service) for part in [*entrypoint, *spec["command"]]]
+        if service == "redis":   # not in the container: keep it off every other interface
+            argv += ["--bind", "127.0.0.1"]
+        return argv
+
+    def environment(self, service: str) -> dict:
+        return {**os.environ, **{k: str(v) for k, v in
+                                 (self.services[service].get("environment") or {}).items()}}
+
+    def start(self, service: str) -> None:
+        self.processes[service] = subprocess.Popen(
+            self.argv(service), cwd=ROOT, env=self.environment(service),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def healthcheck(self, service: str) -> subprocess.CompletedProcess:
+        test = self.services[service]["healthcheck"]["test"]
+        kind, rest = test[0], [self.localise(part, service) for part in test[1:]]
+        argv = rest if kind == "CMD" else ["sh", "-c", rest[0]]
+        return subprocess.run(argv, cwd=ROOT, env=self.environment(service),
+                              capture_output=True, text=True, timeout=30)
+
+    def wait_healthy(self, service: str, within: float = 20) -> None:
+        deadline = time.monotonic() + within
+        while True:
+            checked = self.healthcheck(service)
+            if checked.returncode == 0:
+                return
+            assert self.processes[service].poll() is None, f"{service} exited: {self.argv(service)}"
+            assert time.monotonic() < deadline, f"{service} never healthy: {checked.stderr}"
+            time.sleep(0.1)
+
+    def run(self, service: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(service), cwd=ROOT, env=self.environment(service),
+                              capture_output=True, text=True, timeout=60)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def compose():
+    local = LocalCompose(resolved_config(CONTEND_PASSWORD=PASSWORD))
+    try:
+        for service in SERVERS:
+            local.start(service)
+        for service in SERVERS:
+            local.wait_healthy(service)
+        yield local
+    finally:
+        local.stop()
+
+
+def test_servers_start_and_pass_their_healthchecks_with_the_password(compose):
+    for service in SERVERS:
+        assert compose.processes[service].poll() is None
+        assert compose.healthcheck(service).returncode == 0
+
+
+def test_servers_refuse_clients_without_the_password(compose):
+    for service in SERVERS:
+        done = subprocess.run(["contend", "ping", "--target", f"127.0.0.1:{compose.ports[service]}"],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1 and "NOAUTH" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("target", SERVERS)
+def test_load_service_runs_against_the_target_chosen_by_environment(compose, target):
+    config = resolved_config(CONTEND_PASSWORD=PASSWORD, TARGET=target, SCENARIO="incr",
+                             CLIENTS="4", DURATION="0.3")
+    compose.services = config["services"]
+    command = compose.argv("load")
+    assert command[command.index("--target") + 1] == f"127.0.0.1:{compose.ports[target]}"
+    done = compose.run("load")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "invariant holds: no lost updates" in done.stdout
+
+
+def test_bench_service_runs_the_comparison_on_every_server(compose):
+    compose.services = resolved_config(CONTEND_PASSWORD=PASSWORD, CLIENTS="2",
+                                       DURATION="0.2")["services"]
+    done = compose.run("bench")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for service in SERVERS:
+        assert f"== 127.0.0.1:{compose.ports[service]}" in done.stdout
+    assert done.stdout.count("invariant holds") == len(SERVERS), done.stdout
+
+
+def test_localised_commands_keep_their_meaning():
+    """The rewrite the tests above rely on changes addresses and ports, nothing else."""
+    local = LocalCompose(resolved_config(CONTEND_PASSWORD=PASSWORD))
+    threads = local.argv("threads")
+    assert threads[:4] == ["contend", "serve", "--model", "threads"]
+    assert threads[threads.index("--port") + 1] == str(local.ports["threads"])
+    assert threads[threads.index("--requirepass") + 1] == PASSWORD
+    assert shlex.split(local.argv("bench")[2])[:6] == [
+        "for", "target", "in", *(f"127.0.0.1:{local.ports[s]}" for s in SERVERS[:3])]
