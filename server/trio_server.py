@@ -22,10 +22,11 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from types import GeneratorType
+from types import CoroutineType, GeneratorType
 
 import trio
 
@@ -49,15 +50,48 @@ CUT_SHORT = object()   # a blocking wait ended by a hang-up or by shutdown, not 
 
 @dataclass(eq=False)
 class Connection:
-    stream: trio.SocketStream
+    """One client's socket, parser and replies, and what its task is waiting for.
+
+    Bytes move with a plain non-blocking socket and trio's own readiness
+    waits (trio.lowlevel.wait_readable / wait_writable) rather than through
+    a trio.SocketStream. The stream checkpoints before and after every call,
+    and each checkpoint is one more trip through the scheduler: for a
+    request/response protocol that cost more than the command itself.
+    The waits are still trio waits, so cancel scopes still cut them short.
+    """
+    sock: socket.socket
     client: Client
     parser: RequestParser = field(default_factory=RequestParser)
     pending: list = field(default_factory=list)   # replies not yet sent
     hung_up: bool = False
-    # The cancel scope of what this connection waits for right now (its next
-    # request, or a blocking command), so stop() can cut the wait short.
-    # None while it runs a command: that one is answered first.
+    idle: bool = False   # waiting for its next request: stop() wakes it (Server._begin_stop)
+    # The cancel scope of the blocking command this connection waits in, so
+    # stop() can cut it short. None while it runs anything else.
     interruptible: trio.CancelScope | None = None
+
+    async def receive(self) -> bytes:
+        """The client's next bytes; b"" once it has hung up."""
+        while True:
+            await trio.lowlevel.wait_readable(self.sock)
+            try:
+                return self.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue   # woken, but someone else read first (never here) or a spurious event
+            except ConnectionError:
+                return b""
+
+    async def send_all(self, data: bytes) -> None:
+        """Send it all, waiting only when the socket's send buffer is full."""
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        while sent < len(data):
+            await trio.lowlevel.wait_writable(self.sock)
+            try:
+                sent += self.sock.send(memoryview(data)[sent:])
+            except BlockingIOError:
+                pass
 
 
 class Server:
@@ -158,7 +192,10 @@ class Server:
 
     async def serve_connection(self, stream: trio.SocketStream) -> None:
         """One connection's task: a seat first, then requests until it ends (the serve_tcp handler)."""
-        async with stream:   # closed however this task ends
+        # The plain socket leaves the stream here (see Connection for why).
+        sock = socket.socket(fileno=stream.socket.detach())
+        sock.setblocking(False)
+        try:
             if self.stopping.is_set():
                 return
             try:
@@ -166,31 +203,33 @@ class Server:
                 # this task ends, so at most maxclients connections are served.
                 self.client_slots.acquire_nowait()
             except trio.WouldBlock:
-                await self._refuse(stream)
+                self._refuse(sock)
                 return
             try:
-                await self._serve_client(stream)
+                await self._serve_client(sock)
             finally:
                 self.client_slots.release()
+        finally:
+            trio.lowlevel.notify_closing(sock)   # trio forgets the descriptor before it is reused
+            sock.close()
 
-    async def _refuse(self, stream: trio.SocketStream) -> None:
+    def _refuse(self, sock: socket.socket) -> None:
         self.state.stats.rejected_connections += 1
-        with trio.move_on_after(1):
-            try:
-                await stream.send_all(b"-ERR max number of clients reached\r\n")
-            except trio.BrokenResourceError:
-                pass
+        try:
+            sock.send(b"-ERR max number of clients reached\r\n")   # fits any send buffer
+        except OSError:
+            pass
 
     # -- one connection -----------------------------------------------------
 
-    async def _serve_client(self, stream: trio.SocketStream) -> None:
-        peer, local = stream.socket.getpeername(), stream.socket.getsockname()
+    async def _serve_client(self, sock: socket.socket) -> None:
+        peer, local = sock.getpeername(), sock.getsockname()
         client = self.state.connect(f"{peer[0]}:{peer[1]}", f"{local[0]}:{local[1]}")
-        conn = Connection(stream, client)
+        conn = Connection(sock, client)
         self.connections.add(conn)
         try:
             await self._read_commands(conn)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except OSError:
             pass   # the client vanished mid-reply; nothing to tell it
         except Exception:
             # A bug in one connection must not take the server down with it
@@ -202,13 +241,9 @@ class Server:
                 self._give_back(lease, client.id)
 
     async def _read_commands(self, conn: Connection) -> None:
-        stream, parser, config = conn.stream, conn.parser, self.config
+        parser, config = conn.parser, self.config
         while not self.stopping.is_set():
-            data = b""
-            # Idle timeout, read live: a cancel scope around the read, no timeout argument.
-            with trio.move_on_after(config.timeout or math.inf) as conn.interruptible:
-                data = await stream.receive_some(RECV_SIZE)
-            conn.interruptible = None
+            data = await self._next_request(conn)
             if not data:
                 return   # end of file, idle too long (Redis closes without a word), or stopping
             parser.max_bulk = config.proto_max_bulk_len
@@ -230,14 +265,37 @@ class Server:
                     return
             await self.flush(conn)
 
+    async def _next_request(self, conn: Connection) -> bytes:
+        """The next bytes of requests; b"" on end of file, idle timeout or stop."""
+        conn.idle = True
+        try:
+            if not self.config.timeout:
+                return await conn.receive()
+            # The idle timeout, read live: a cancel scope around the wait, not
+            # a timeout argument. (Only when one is set: entering a cancel
+            # scope costs more than running an INCR.)
+            with trio.move_on_after(self.config.timeout):
+                return await conn.receive()
+            return b""
+        except trio.ClosedResourceError:
+            return b""   # stop() woke us: the server is closing this connection
+        finally:
+            conn.idle = False
+
     async def flush(self, conn: Connection) -> None:
         if conn.pending:
             data = b"".join(conn.pending)
             conn.pending.clear()
-            await conn.stream.send_all(data)
+            await conn.send_all(data)
 
     async def execute(self, conn: Connection, argv: list[bytes]):
-        """Run one command; a generator's effects are performed here, in this task, with await."""
+        """Run one command; a generator's effects are performed here, in this task.
+
+        A performer returns its result at once, or, when it has to wait, a
+        coroutine that does the waiting, and only that is awaited: a command
+        that never waits (an uncontended guard, no race window) never goes
+        through the scheduler, so nothing else runs in the middle of it.
+        """
         command = COMMANDS.get(argv[0].lower())
         if command is not None and "blocking" in command.flags:
             await self.flush(conn)   # earlier replies go out before we may block for long
@@ -252,9 +310,11 @@ class Server:
             value = None
             while True:
                 effect = outcome.send(value)
-                self.stalls.note(started)
-                value = await perform[type(effect)](conn, effect, held)
-                started = time.perf_counter()
+                value = perform[type(effect)](conn, effect, held)
+                if type(value) is CoroutineType:
+                    self.stalls.note(started)
+                    value = await value   # the effect has to wait: other tasks run meanwhile
+                    started = time.perf_counter()
         except StopIteration as done:
             self.stalls.note(started)
             return done.value
@@ -267,56 +327,60 @@ class Server:
 
     # -- guards: what each sync mode means with trio locks -----------------------
 
-    async def guard(self, conn, effect: fx.Guard, held: list) -> None:
+    def guard(self, conn, effect: fx.Guard, held: list):
         mode = self.config.sync
         if mode == "off":
-            return   # no guard: a read-modify-write with an await inside may interleave
+            return None   # no guard: a read-modify-write with an await inside may interleave
         if mode == "lock" or effect.keys is fx.ALL_KEYS:
-            await self._take(self.keyspace_lock, held)
-            return
-        keys = fx.lock_order(mode, effect.keys)
+            return self._take(self.keyspace_lock, held)
+        return self._take_keys(conn, mode, effect.keys, held)
+
+    async def _take_keys(self, conn, mode: str, keys: tuple[bytes, ...], held: list) -> None:
+        keys = fx.lock_order(mode, keys)
         for position, key in enumerate(keys):
             lock = self.key_locks.get(key)
             if lock is None:
                 lock = self.key_locks[key] = trio.Lock()
             if mode == "striped":
-                await self._take(lock, held)   # sorted order: every task climbs the same ladder
+                await _waited(self._take(lock, held))   # sorted: every task climbs the same ladder
                 continue
             if position:
-                await self.race_window(conn, effect, held)   # holding the first lock a while
+                await _waited(self.race_window(conn, None, held))   # holding the first lock a while
             # A cancel scope is how trio says "give up after": no timeout argument.
             with trio.move_on_after(self.config.deadlock_timeout_ms / 1000) as patience:
-                await self._take(lock, held)
+                await _waited(self._take(lock, held))
             if patience.cancelled_caught:
                 self.state.stats.deadlocks += 1   # one thread: a plain += is safe
                 raise fx.deadlock(key, keys, self.config.deadlock_timeout_ms)
 
     @staticmethod
-    async def _take(lock: trio.Lock, held: list) -> None:
+    def _take(lock: trio.Lock, held: list):
         """Take `lock` for the running command, unless the command holds it already.
 
         The "already" is what an RLock's counter does for a thread; here
-        the command's `held` list does it. trio.Lock itself would raise
-        RuntimeError on a second acquire by the same task, rather than
-        deadlock as threading.Lock does.
+        the command's `held` list does it. (trio.Lock itself raises
+        RuntimeError on a second acquire by the same task, where
+        threading.Lock would deadlock.) Returns None when the lock is
+        granted at once, or a coroutine that waits for it.
         """
         if lock in held:
-            return   # a nested guard (BANK.TRANSFER's withdraw step): granted at once
+            return None   # a nested guard (BANK.TRANSFER's withdraw step): granted at once
         try:
-            lock.acquire_nowait()   # uncontended: no trip through the scheduler
+            lock.acquire_nowait()
         except trio.WouldBlock:
-            await lock.acquire()
+            return _acquire(lock, held)
         held.append(lock)
+        return None
 
-    async def lists_guard(self, conn, effect, held: list) -> None:
-        await self._take(self.keyspace_lock, held)
+    def lists_guard(self, conn, effect, held: list):
+        return self._take(self.keyspace_lock, held)
 
-    async def race_window(self, conn, effect, held) -> None:
-        window = self.config.race_window
-        if window:
-            await trio.sleep(window)   # any other task may run now, between our read and write
+    def race_window(self, conn, effect, held):
+        if self.config.race_window_us:
+            return trio.sleep(self.config.race_window)   # others run now, between read and write
         # With window 0 there is no await between read and write, so no other
         # task can run in between: even `sync off` counts exactly.
+        return None
 
     # -- waiting, and noticing when the client hangs up ----------------------------
 
@@ -352,10 +416,7 @@ class Server:
     @staticmethod
     async def _watch_for_hangup(conn: Connection, wait_scope: trio.CancelScope) -> None:
         while conn.parser.buffered < WATCH_LIMIT:
-            try:
-                data = await conn.stream.receive_some(RECV_SIZE)
-            except trio.BrokenResourceError:
-                data = b""
+            data = await conn.receive()
             if not data:
                 conn.hung_up = True
                 wait_scope.cancel()
@@ -392,7 +453,7 @@ class Server:
         if self.state.waiters.serve(key, self.state.keyspace):
             self.lists_changed.notify_all()
 
-    async def pushed(self, conn, effect: fx.Pushed, held) -> None:
+    def pushed(self, conn, effect: fx.Pushed, held) -> None:
         if self.state.waiters.serve(effect.key, self.state.keyspace):
             self.lists_changed.notify_all()   # each served waiter finds its item waiting
 
@@ -421,7 +482,7 @@ class Server:
             return True
         return False
 
-    async def lease_release(self, conn: Connection, effect: fx.LeaseRelease, held) -> bool:
+    def lease_release(self, conn: Connection, effect: fx.LeaseRelease, held) -> bool:
         return self._give_back(effect.lease, conn.client.id)
 
     def _give_back(self, lease: int, client_id: int) -> bool:
@@ -454,14 +515,14 @@ class Server:
             pass
         raise broken(name)   # broken, or we timed out (which broke it for everyone)
 
-    async def barrier_reset(self, conn, effect: fx.BarrierReset, held) -> bool:
+    def barrier_reset(self, conn, effect: fx.BarrierReset, held) -> bool:
         barrier = self.barriers.pop(effect.name, None)
         if barrier is None:
             return False
         barrier.reset()   # waiters get BROKEN; the next WAIT starts afresh
         return True
 
-    async def barrier_status(self, conn, effect: fx.BarrierStatus, held):
+    def barrier_status(self, conn, effect: fx.BarrierStatus, held):
         barrier = self.barriers.get(effect.name)
         if barrier is None:
             return None
@@ -473,13 +534,13 @@ class Server:
             event = self.events[name] = ClearableEvent()
         return event
 
-    async def event_set(self, conn, effect: fx.EventSet, held) -> int:
+    def event_set(self, conn, effect: fx.EventSet, held) -> int:
         return self._event(effect.name).set()
 
-    async def event_clear(self, conn, effect: fx.EventClear, held) -> None:
+    def event_clear(self, conn, effect: fx.EventClear, held) -> None:
         self._event(effect.name).clear()   # a fresh trio.Event replaces the set one
 
-    async def event_isset(self, conn, effect: fx.EventIsSet, held) -> bool:
+    def event_isset(self, conn, effect: fx.EventIsSet, held) -> bool:
         return self._event(effect.name).is_set()
 
     async def event_wait(self, conn: Connection, effect: fx.EventWait, held) -> bool:
@@ -495,7 +556,7 @@ class Server:
 
     # -- server-wide -------------------------------------------------------------
 
-    async def reconfigure(self, conn, effect: fx.Reconfigure, held) -> None:
+    def reconfigure(self, conn, effect: fx.Reconfigure, held) -> None:
         # Growing wakes waiters at once; shrinking lets holders keep their
         # tokens and admits no one until the number out falls below the new size.
         if "pool_size" in effect.names:
@@ -504,13 +565,13 @@ class Server:
         if "maxclients" in effect.names:
             self.client_slots.total_tokens = self.config.maxclients
 
-    async def model_info(self, conn, effect, held) -> dict:
+    def model_info(self, conn, effect, held) -> dict:
         return {"tasks_living": trio.lowlevel.current_statistics().tasks_living,
                 "loop_stalls": self.stalls.count,
                 "longest_stall_ms": round(self.stalls.longest * 1000, 1),
                 "barriers": len(self.barriers), "events": len(self.events)}
 
-    async def shutdown(self, conn, effect, held) -> None:
+    def shutdown(self, conn, effect, held) -> None:
         self._begin_stop()
 
     def stop(self) -> None:
@@ -532,7 +593,11 @@ class Server:
         if self._accepting is not None:
             self._accepting.cancel()
         for conn in self.connections:
-            if conn.interruptible is not None:
+            if conn.idle:
+                # Its wait for a next request ends with ClosedResourceError;
+                # the socket is closed when its task ends, a moment later.
+                trio.lowlevel.notify_closing(conn.sock)
+            elif conn.interruptible is not None:
                 conn.interruptible.cancel()
 
 
@@ -555,6 +620,17 @@ class LoopStalls:
         if took >= STALL:
             self.count += 1
             self.longest = max(self.longest, took)
+
+
+async def _acquire(lock: trio.Lock, held: list) -> None:
+    await lock.acquire()
+    held.append(lock)
+
+
+async def _waited(value):
+    """Await a performer's coroutine, if it handed one back."""
+    if value is not None:
+        await value
 
 
 def _seconds(timeout: float | None) -> float:
