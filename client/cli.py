@@ -4,6 +4,7 @@
     contend load    many clients against one server, latency table and verdict
     contend race    every model with sync off and lock, one table
     contend demo    the tour: every model, the race, a comparison
+    contend bench   models x client counts x scenarios: a table, CSV/JSON, charts
     contend ping    one PING (exit 0 on PONG): the compose healthchecks
 """
 
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     from client.race import add_race_arguments
     add_race_arguments(race)
 
+    bench = commands.add_parser("bench", help="models x clients x scenarios: table, CSV, charts")
+    from client.bench import add_bench_arguments
+    add_bench_arguments(bench)
+
     demo = commands.add_parser("demo", help="the tour: every model, the race, a comparison")
     demo.add_argument("--clients", type=int, default=16, help="racing clients (default: 16)")
     demo.add_argument("--requests", type=int, default=25,
@@ -57,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.command == "race":
         from client.race import main as race_main
         return race_main(options)
+    if options.command == "bench":
+        from client.bench import main as bench_main
+        return bench_main(options)
     if options.command == "demo":
         from client.demo import run_demo
         return run_demo(options)
