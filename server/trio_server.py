@@ -8,7 +8,8 @@
     pool          a trio.CapacityLimiter of `pool-size` tokens (Server.lease_acquire)
     barriers      trio_sync.Barrier, built from trio.Event and a counter (Server.barrier_wait)
     events        trio_sync.ClearableEvent, a trio.Event replaced on clear (Server.event_wait)
-    shutdown      cancel scopes: the accept loop's, then each waiting connection's (Server.stop)
+    shutdown      cancel the accept loop's scope, wake every waiting connection (Server._begin_stop)
+    hang-ups      a watcher task beside each blocking wait cancels it (Server._blocked)
 
 Commands themselves live in shared/commands; this file only performs the
 effects they yield, with `await`. Everything runs in one thread, so tasks
@@ -31,7 +32,7 @@ from types import CoroutineType, GeneratorType
 import trio
 
 from server import open_listener, stop_on_signals
-from server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent
+from server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent, LoopStalls
 from shared import effects as fx
 from shared.commands import COMMANDS, dispatch
 from shared.commands.events import BarrierView, broken, parties_mismatch
@@ -44,7 +45,6 @@ log = logging.getLogger("contend.trio")
 RECV_SIZE = 64 * 1024
 GRACE = 2.0            # seconds in-flight commands get to finish at shutdown
 WATCH_LIMIT = 1 << 20  # bytes a blocked client may pipeline before we stop reading it
-STALL = 0.010          # a command that keeps the loop this long without an await is a stall
 CUT_SHORT = object()   # a blocking wait ended by a hang-up or by shutdown, not by its event
 
 
@@ -209,6 +209,12 @@ class Server:
                 await self._serve_client(sock)
             finally:
                 self.client_slots.release()
+        except OSError:
+            pass   # the client vanished (even before we asked its address); nothing to tell it
+        except Exception:
+            # A bug in one connection must not take the server down with it:
+            # an exception escaping this task would cancel the whole nursery.
+            log.exception("a connection failed")
         finally:
             trio.lowlevel.notify_closing(sock)   # trio forgets the descriptor before it is reused
             sock.close()
@@ -229,12 +235,6 @@ class Server:
         self.connections.add(conn)
         try:
             await self._read_commands(conn)
-        except OSError:
-            pass   # the client vanished mid-reply; nothing to tell it
-        except Exception:
-            # A bug in one connection must not take the server down with it
-            # (an exception escaping a task would cancel the whole nursery).
-            log.exception("connection %s failed", client.addr)
         finally:
             self.connections.discard(conn)
             for lease in self.state.disconnect(client):
@@ -599,27 +599,6 @@ class Server:
                 trio.lowlevel.notify_closing(conn.sock)
             elif conn.interruptible is not None:
                 conn.interruptible.cancel()
-
-
-class LoopStalls:
-    """How long commands kept the event loop to themselves.
-
-    WORK is pure-Python CPU work and runs right here, on the loop: while it
-    runs, no other task is scheduled, no byte is read, no timer fires. Every
-    other client stalls for its whole duration. (trio.to_thread.run_sync
-    would let the loop run meanwhile, but the GIL still lets only one of the
-    two execute Python at a time, so WORK itself gets no faster.)
-    """
-
-    def __init__(self) -> None:
-        self.count = 0        # commands that held the loop STALL seconds or more
-        self.longest = 0.0    # seconds
-
-    def note(self, started: float) -> None:
-        took = time.perf_counter() - started
-        if took >= STALL:
-            self.count += 1
-            self.longest = max(self.longest, took)
 
 
 async def _acquire(lock: trio.Lock, held: list) -> None:

@@ -10,6 +10,8 @@ states (`wait_all_tasks_blocked`), never for a fixed time.
 
 from __future__ import annotations
 
+import socket
+import struct
 from functools import partial
 
 import pytest
@@ -388,6 +390,17 @@ async def test_maxclients_refuses_with_an_error_and_closes(trio_server):
     assert str(await second.read()) == "ERR max number of clients reached"
     assert await second.closed_by_server()
     assert trio_server.server.state.stats.rejected_connections == 1
+
+
+async def test_a_client_that_resets_before_it_is_served_does_not_stop_the_server(trio_server):
+    """The handler finds the connection already reset (its address is gone) and just ends."""
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", trio_server.port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # closed with a reset before this task yields, so before the server accepts it
+    await trio.testing.wait_all_tasks_blocked()
+    client = await trio_server.connect()
+    assert await client.call("PING") == "PONG"
 
 
 async def test_stop_ends_idle_and_blocked_clients_and_returns(autojump_clock):
