@@ -80,8 +80,12 @@ class Connection:
             except ConnectionError:
                 return b""
 
-    async def send_all(self, data: bytes) -> None:
-        """Send it all, waiting only when the socket's send buffer is full."""
+    async def flush(self) -> None:
+        """Send the pending replies, waiting only when the socket's send buffer is full."""
+        if not self.pending:
+            return
+        data = b"".join(self.pending)
+        self.pending.clear()
         try:
             sent = self.sock.send(data)
         except BlockingIOError:
@@ -111,10 +115,12 @@ class Server:
         self.lists_changed = trio.Condition(self.keyspace_lock)
         self.key_locks: dict[bytes, trio.Lock] = {}
         # A CapacityLimiter, not a Semaphore: CONFIG SET pool-size just assigns
-        # total_tokens (a trio.Semaphore cannot be resized), and it refuses to
-        # lend a token to a borrower that is not holding one, so a stray
-        # release cannot inflate the pool. It lends to one borrower at most
-        # once, so each lease borrows on behalf of its own token object.
+        # total_tokens (a trio.Semaphore cannot be resized), and it refuses a
+        # release from a borrower that holds no token, so a stray release
+        # cannot grow the pool as Semaphore.release would. It remembers who
+        # borrowed (the current task, by default) and lends one borrower one
+        # token only; a connection may hold several leases, so each lease
+        # borrows on behalf of a token object of its own.
         self.leases = trio.CapacityLimiter(config.pool_size)
         self.borrowers: dict[int, object] = {}     # lease id -> the token object it borrowed for
         # maxclients: a sofa with `maxclients` seats; a connection that finds none is refused.
@@ -253,7 +259,7 @@ class Server:
                     argv = parser.next_command()
                 except ProtocolError as error:
                     conn.pending.append(error.reply)
-                    await self.flush(conn)
+                    await conn.flush()
                     return
                 if argv is None:
                     break
@@ -261,9 +267,9 @@ class Server:
                 if conn.hung_up:
                     return
                 if conn.client.closing:
-                    await self.flush(conn)
+                    await conn.flush()
                     return
-            await self.flush(conn)
+            await conn.flush()
 
     async def _next_request(self, conn: Connection) -> bytes:
         """The next bytes of requests; b"" on end of file, idle timeout or stop."""
@@ -282,12 +288,6 @@ class Server:
         finally:
             conn.idle = False
 
-    async def flush(self, conn: Connection) -> None:
-        if conn.pending:
-            data = b"".join(conn.pending)
-            conn.pending.clear()
-            await conn.send_all(data)
-
     async def execute(self, conn: Connection, argv: list[bytes]):
         """Run one command; a generator's effects are performed here, in this task.
 
@@ -298,7 +298,7 @@ class Server:
         """
         command = COMMANDS.get(argv[0].lower())
         if command is not None and "blocking" in command.flags:
-            await self.flush(conn)   # earlier replies go out before we may block for long
+            await conn.flush()   # earlier replies go out before we may block for long
         started = time.perf_counter()
         outcome = dispatch(conn.client, argv)
         if type(outcome) is not GeneratorType:
