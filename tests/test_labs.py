@@ -116,6 +116,7 @@ class Sheet:
         (workdir / "labs").symlink_to(LABS)
         self.ports: dict[str, int] = {}
         self.processes: list[subprocess.Popen] = []
+        self.commands: list[str] = []
         bindir = str(Path(sys.executable).parent)
         self.env = {**os.environ, "COLUMNS": "120", "PATH": bindir + os.pathsep + os.environ["PATH"]}
 
@@ -131,9 +132,11 @@ class Sheet:
             assert named, f"{self.path.name}:{block.line}: a server names its --port: {command}"
             self.ports[named.group(1)] = free_port()
             argv = shlex.split(self.localise(command))
+            log = open(self.workdir / f"server-{len(self.processes)}.log", "w")
             self.processes.append(subprocess.Popen(argv, cwd=self.workdir, env=self.env,
-                                                   stdout=subprocess.DEVNULL,
-                                                   stderr=subprocess.DEVNULL))
+                                                   stdout=log, stderr=subprocess.STDOUT))
+            self.commands.append(command)
+            log.close()   # the child has its own copy
             port = self.ports[named.group(1)]
             deadline = time.monotonic() + 20
             while ping("127.0.0.1", port, timeout=1) is not None:
@@ -153,15 +156,26 @@ class Sheet:
             output.append(f"$ {command}\n{done.stdout}{done.stderr}")
             assert done.returncode in statuses, (
                 f"{self.path.name}:{block.line}: exit status {done.returncode}, "
-                f"expected {sorted(statuses)}\n" + "".join(output))
+                f"expected {sorted(statuses)}\n" + "".join(output) + self.casualties())
         text = "".join(output)
         for pattern in block.expect:
             assert re.search(pattern, text, re.MULTILINE), (
-                f"{self.path.name}:{block.line}: expected /{pattern}/ in\n{text}")
+                f"{self.path.name}:{block.line}: expected /{pattern}/ in\n{text}"
+                + self.casualties())
         for pattern in block.expect_not:
             assert not re.search(pattern, text, re.MULTILINE), (
-                f"{self.path.name}:{block.line}: did not expect /{pattern}/ in\n{text}")
+                f"{self.path.name}:{block.line}: did not expect /{pattern}/ in\n{text}"
+                + self.casualties())
         return text
+
+    def casualties(self) -> str:
+        """Servers that have exited, with the end of their output: why a command failed."""
+        report = ""
+        for n, (command, process) in enumerate(zip(self.commands, self.processes)):
+            if process.poll() is not None:
+                log = (self.workdir / f"server-{n}.log").read_text()[-2000:]
+                report += f"\n[server `{command}` exited {process.returncode}]\n{log}"
+        return report
 
     def stop(self) -> None:
         for process in self.processes:
