@@ -212,3 +212,12 @@ def test_localised_commands_keep_their_meaning():
     assert loop[:3] == ["for", "target", "in"]
     targets = {word.rstrip(";") for word in loop[3:loop.index("do")]}
     assert targets == {f"127.0.0.1:{port}" for port in local.ports.values()}
+
+
+def test_ping_says_why_when_nobody_answers():
+    """The healthcheck's own failure: exit 1 and one line naming the cause."""
+    port = free_port()   # nothing listens there
+    done = subprocess.run(["contend", "ping", "--target", f"127.0.0.1:{port}"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"contend ping: 127.0.0.1:{port}: ") and "refused" in done.stderr
