@@ -39,7 +39,8 @@ def test_tiny_matrix_writes_table_csv_json_and_charts(tmp_path):
 
     rows = read_csv(tmp_path / "bench.csv")
     ours = rows["threads"]
-    assert (ours["scenario"], ours["clients"], ours["driver"]) == ("ping", "3", "threads")
+    assert (ours["scenario"], ours["clients"]) == ("ping", "3")
+    assert ours["driver"] == bench.DEFAULT_DRIVER
     assert int(ours["ops"]) == 60 and int(ours["errors"]) == 0
     assert float(ours["ops_per_sec"]) > 0 and float(ours["p99_ms"]) >= float(ours["p50_ms"]) > 0
     assert ours["invariant_holds"] == "True" and ours["problem"] == ""
@@ -93,3 +94,12 @@ def test_x_redis_compares_the_same_scenario_and_client_count():
              bench.Cell("work", 10, "threads", "threads", ops_per_sec=100.0)]
     bench.compare_with_redis(cells)
     assert [c.x_redis for c in cells] == [0.5, 1.0, None, None]
+
+
+def test_a_failed_cell_keeps_its_row_and_says_why():
+    cells = [bench.Cell("ping", 10, "threads", "threads", ops_per_sec=500.0, p99_ms=1.5,
+                        invariant_holds=True),
+             bench.Cell("ping", 10, "trio", "threads", problem="server did not start: boom")]
+    assert "| ping | 10 | 500 (1.5) | failed |" in bench.glance_markdown(cells)
+    assert "failed: server did not start: boom" in bench.markdown(cells)
+    assert cells[0].ok and not cells[1].ok
