@@ -331,8 +331,9 @@ class Server:
             return
         if sent:
             conn.last_active = self.now
-        if conn.paused and conn.out_size < OUTPUT_LIMIT and not self.draining:
-            # Next iteration, not now: everyone else gets a turn between two batches.
+        if conn.paused and conn.out_size == 0 and not self.draining:
+            # Only once all is sent, so a client that reads slowly stays paused rather
+            # than flapping; and next iteration, not now, so everyone gets a turn between batches.
             conn.paused = False
             self.ready.append((self._serve, conn, None, None))
         self._watch(conn)
@@ -442,13 +443,17 @@ class Server:
         if mode == "off":
             return None   # no guard: commands parked in their race windows interleave
         if mode == "lock" or effect.keys is fx.ALL_KEYS:
-            return self._take(conn, mode, [self.keyspace_lock], None, 0, False)
+            return self.lists_guard(conn, effect)
         keys = fx.lock_order(mode, effect.keys)
         locks = [self.key_locks.get(key) or self.key_locks.setdefault(key, Owner()) for key in keys]
         return self._take(conn, mode, locks, keys, 0, False)
 
     def lists_guard(self, conn: Connection, effect):
-        return self._take(conn, "lock", [self.keyspace_lock], None, 0, False)
+        lock = self.keyspace_lock
+        if lock.take(conn):
+            conn.held.append(lock)
+            return None
+        return self._take(conn, "lock", [lock], None, 0, False)
 
     def _take(self, conn: Connection, mode: str, locks: list, keys, position: int, windowed: bool):
         """Take `locks` in order from `position`; PARKED while one belongs to another command."""
@@ -488,8 +493,9 @@ class Server:
         self._throw(conn, fx.deadlock(key, order, self.config.deadlock_timeout_ms))
 
     def _give_back_guards(self, conn: Connection) -> None:
-        held, conn.held = conn.held, []
-        for lock in reversed(held):
+        held = conn.held
+        while held:
+            lock = held.pop()
             waiter = lock.give_back()
             if waiter is not None:
                 other, then = waiter
@@ -650,6 +656,7 @@ class Server:
         return {"loop_iterations": self.stalls.iterations,
                 "loop_stalls": self.stalls.count,
                 "longest_stall_ms": round(self.stalls.longest * 1000, 1),
+                "parked_commands": sum(1 for c in self.connections if c.steps is not None and c is not conn),
                 "timers": len(self.timers),
                 "paused_clients": sum(1 for c in self.connections if c.paused),
                 "barriers": len(self.barriers), "events": len(self.events)}

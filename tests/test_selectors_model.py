@@ -1,0 +1,232 @@
+"""The selectors model from the inside: one thread, so what it does with slow clients and parked commands.
+
+Its hand-made primitives (the timer heap, the reentrant Owner) are tested
+on their own with no sockets. The server tests start a fresh selectors
+server on a loopback port and wait for states the server reports in INFO
+(`paused_clients`, `parked_commands`, `blocked_clients`), never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import resource
+import socket
+import time
+
+import pytest
+
+from server.selector_sync import Owner, Timers
+from shared.resp import NEED_MORE, ReplyParser, encode_command
+from tests.helpers import info_field, run_together, wait_until
+
+MODEL = "selectors"
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def playground(server, name: str):
+    with server.raw() as client:
+        return info_field(client, name, "playground")
+
+
+# -- the primitives, with no network ------------------------------------------------
+
+def test_timers_fire_in_deadline_order_and_cancelled_ones_never():
+    timers, fired = Timers(), []
+    timers.after(0.02, fired.append, "late")
+    early = timers.after(0.01, fired.append, "cancelled")
+    timers.after(0.0, fired.append, "first")
+    timers.cancel(early)
+    assert len(timers) == 2
+    timers.run_due(time.monotonic() + 1)
+    assert fired == ["first", "late"] and len(timers) == 0
+    assert timers.timeout(time.monotonic()) is None   # nothing left: select() may sleep for ever
+
+
+def test_owner_is_reentrant_for_its_holder_and_hands_over_first_come_first_served():
+    lock, me, first, second = Owner(), object(), object(), object()
+    assert lock.take(me) and lock.take(me)           # BANK.TRANSFER re-entering its own guard
+    assert not lock.take(first)
+    lock.queue.extend([(first, "then-1"), (second, "then-2")])
+    assert lock.give_back() is None and lock.owner is me   # still held once
+    assert lock.give_back() == (first, "then-1")          # handed over, not up for grabs
+    assert lock.owner is first and lock.depth == 1 and not lock.take(second)
+
+
+# -- back-pressure: slow readers, partial writes -------------------------------------
+
+VALUE_SIZE = 100 * 1024
+PIPELINE = 2000   # 200 MB of replies: far more than the server may hold for one client
+
+
+def test_a_slow_reader_of_a_big_pipeline_gets_every_reply_in_order_without_growing_the_server(serve):
+    server = serve(MODEL)
+    values = [bytes([65 + k]) * VALUE_SIZE for k in range(8)]
+    with server.raw() as setup:
+        for k, value in enumerate(values):
+            setup.call("SET", f"v{k}", value)
+        baseline = rss_bytes(server.process.pid)
+
+    slow = socket.create_connection((server.host, server.port))
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    slow.sendall(b"".join(encode_command("GET", f"v{i % 8}") for i in range(PIPELINE)))
+    # The reader has not read a byte: the server must stop running its commands, not buffer them all.
+    wait_until(lambda: playground(server, "paused_clients") == 1, message="the slow client paused")
+    with server.raw() as other:
+        started = time.monotonic()
+        assert other.call("PING") == "PONG"
+        assert time.monotonic() - started < 1   # served now, not after 200 MB
+    assert rss_bytes(server.process.pid) - baseline < 32 * 1024 * 1024
+
+    parser, received = ReplyParser(), 0
+    while received < PIPELINE:
+        data = slow.recv(64 * 1024)
+        assert data, "the server closed the slow reader"
+        parser.feed(data)
+        while (reply := parser.next_reply()) is not NEED_MORE:
+            assert reply == values[received % 8], f"reply {received} out of order"
+            received += 1
+    slow.close()
+    assert rss_bytes(server.process.pid) - baseline < 32 * 1024 * 1024
+
+
+def test_one_reply_bigger_than_the_socket_takes_is_sent_in_pieces(serve):
+    server = serve(MODEL)
+    value = bytes(range(256)) * (32 * 1024)   # 8 MiB: many partial sends
+    with server.raw() as client:
+        client.call("SET", "huge", value)
+        client.send_command("GET", "huge")
+        client.send_command("PING")
+        assert client.read() == value and client.read() == "PONG"
+
+
+# -- the race lab: one thread is atomic until a command parks --------------------------
+
+CLIENTS = 16
+
+
+def configure(server, **settings):
+    with server.raw() as client:
+        for name, value in settings.items():
+            assert client.call("CONFIG", "SET", name.replace("_", "-"), value) == "OK"
+
+
+def test_sync_off_with_no_window_loses_nothing_because_nothing_interleaves(serve):
+    server = serve(MODEL, "--sync", "off")
+    rounds = 200
+
+    def work(_):
+        with server.raw() as client:
+            for _ in range(rounds):
+                client.call("INCR", "hits")
+    run_together(CLIENTS, work)
+    with server.raw() as client:
+        assert int(client.call("GET", "hits")) == CLIENTS * rounds
+
+
+def test_sync_off_with_a_window_loses_updates_for_certain(serve):
+    """Every round, 16 INCRs read the counter within the same 300 ms window, then all write."""
+    server = serve(MODEL, "--sync", "off", "--race-window-us", "300000")
+    clients = [server.raw() for _ in range(CLIENTS)]
+    rounds = 2
+    for _ in range(rounds):
+        for client in clients:   # sent back to back from one thread: microseconds, not 300 ms
+            client.send_command("INCR", "hits")
+        replies = [client.read() for client in clients]
+        assert len(set(replies)) < CLIENTS   # some read the same value: their writes collided
+    with server.raw() as client:
+        counted = int(client.call("GET", "hits"))
+    for client in clients:
+        client.close()
+    assert 0 < counted < CLIENTS * rounds, f"{CLIENTS * rounds - counted} updates lost"
+
+
+def test_lock_mode_queues_parked_commands_and_counts_exactly(serve):
+    server = serve(MODEL, "--sync", "lock", "--race-window-us", "2000")
+    clients = [server.raw() for _ in range(CLIENTS)]
+    for client in clients:
+        client.send_command("INCR", "hits")
+    # One holds the lock through its window; the others wait in its queue, parked too,
+    # and each reads only what the one before it wrote.
+    assert sorted(client.read() for client in clients) == list(range(1, CLIENTS + 1))
+    for client in clients:
+        client.close()
+
+
+def test_a_client_that_hangs_up_mid_transfer_leaves_nothing_half_done(serve):
+    server = serve(MODEL, "--sync", "lock", "--race-window-us", "200000")
+    with server.raw() as client:
+        client.call("BANK.DEPOSIT", "alice", "100")
+    leaver = server.raw()
+    leaver.send_command("BANK.TRANSFER", "alice", "bob", "30")
+    wait_until(lambda: playground(server, "parked_commands") == 1, message="the transfer to park")
+    leaver.close()   # between its withdraw and its deposit, most likely: the loop finishes it
+    with server.raw() as client:
+        wait_until(lambda: client.call("GET", "bob") == b"30", message="the deposit")
+        assert client.call("BANK.AUDIT", "alice", "bob") == 100
+
+
+# -- parked commands: the rest of the pipeline waits, unread -----------------------------
+
+def test_commands_sent_behind_a_parked_blpop_wait_their_turn(serve):
+    server = serve(MODEL)
+    with server.raw() as waiter, server.raw() as other:
+        waiter.send(b"BLPOP jobs 0\r\nSET after 1\r\nGET after\r\n")
+        wait_until(lambda: info_field(other, "blocked_clients") == 1, message="BLPOP to park")
+        assert other.call("GET", "after") is None   # buffered, not run
+        other.call("RPUSH", "jobs", "j1")
+        assert waiter.read() == [b"jobs", b"j1"]
+        assert waiter.read() == "OK" and waiter.read() == b"1"
+
+
+def test_a_parked_client_that_hangs_up_is_noticed_while_it_waits(serve):
+    server = serve(MODEL)
+    with server.raw() as client:
+        sleeper = server.raw()
+        sleeper.send_command("SLEEP", "600000")
+        wait_until(lambda: info_field(client, "blocked_clients") == 1, message="SLEEP to park")
+        sleeper.close()
+        wait_until(lambda: info_field(client, "connected_clients") == 1, message="the hang-up")
+        assert info_field(client, "timers") <= 1   # its ten-minute timer went with it
+
+
+# -- WORK holds the only thread ----------------------------------------------------------
+
+def test_work_stalls_every_other_client_and_info_counts_it(serve):
+    server = serve(MODEL)
+    with server.raw() as worker, server.raw() as other:
+        stalls = info_field(other, "loop_stalls")
+        worker.send_command("WORK", "4000")
+        started = time.monotonic()
+        assert other.call("PING") == "PONG"
+        waited = time.monotonic() - started
+        assert isinstance(worker.read(), int)
+        assert info_field(other, "loop_stalls") >= stalls + 1
+        work_took = float(info_field(other, "longest_stall_ms")) / 1000
+        # The PING came while WORK held the only thread, so it waited (nearly) all of it.
+        assert waited > work_took / 2, f"PING took {waited:.3f}s, WORK held the loop {work_took:.3f}s"
+
+
+# -- many idle clients are cheap --------------------------------------------------------
+
+def test_a_thousand_idle_clients_cost_little_memory(serve):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if min(hard, 4096) < 2100:
+        pytest.skip("needs 2100 open files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    server = serve(MODEL)
+    baseline = rss_bytes(server.process.pid)
+    idle = [socket.create_connection((server.host, server.port)) for _ in range(1000)]
+    try:
+        with server.raw() as client:
+            wait_until(lambda: info_field(client, "connected_clients") == 1001,
+                       message="all connected")
+        assert rss_bytes(server.process.pid) - baseline < 16 * 1024 * 1024
+    finally:
+        for sock in idle:
+            sock.close()
