@@ -64,6 +64,9 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float,
                         help="total requests per second (default: as fast as replies come)")
     parser.add_argument("--password", help="AUTH with this password first")
+    parser.add_argument("--prefix", default="contend",
+                        help="key prefix, so several load runs can share one server "
+                             "(default: contend)")
     parser.add_argument("--json", metavar="PATH", help="also write the result as JSON")
 
 
@@ -167,7 +170,7 @@ def plan_from_options(options) -> Plan:
     if scenario_class.needs_request_count and options.requests is None:
         raise ValueError(f"the {options.scenario} scenario needs --requests "
                          "(every client must do the same number of rounds)")
-    scenario = scenario_class(options.clients)
+    scenario = scenario_class(options.clients, prefix=options.prefix)
     host, port = options.target
     return Plan(host, port, scenario, options.clients, options.requests, options.duration,
                 options.pipeline, options.rate, options.password)

@@ -72,6 +72,14 @@ def test_scenarios_hold_on_a_guarded_server(server, tmp_path, scenario):
             assert client.call("LLEN", "contend:queue") == 0
 
 
+def test_prefix_keeps_runs_apart(server, tmp_path):
+    _, result = load(server, tmp_path, "--scenario", "incr", "--clients", "2", "--requests", "5",
+                     "--prefix", "room-7")
+    assert result["invariant"]["holds"]
+    with server.raw() as client:
+        assert sorted(client.call("KEYS", "*")) == [f"room-7:incr:{n}".encode() for n in range(4)]
+
+
 def test_json_has_every_field(server, tmp_path):
     _, result = load(server, tmp_path, "--scenario", "ping", "--clients", "2", "--requests", "5",
                      "--pipeline", "4")
