@@ -53,8 +53,8 @@ READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 class Connection:
     __slots__ = ("sock", "client", "parser", "out", "unsent", "out_size", "interest", "steps",
-                 "held", "timer", "on_time", "leave", "blocking", "hung_up", "paused", "dirty",
-                 "closed", "last_active")
+                 "held", "timer", "on_time", "leave", "blocking", "hung_up", "paused", "closed",
+                 "last_active")
 
     def __init__(self, sock: socket.socket, client, now: float):
         self.sock = sock
@@ -72,7 +72,6 @@ class Connection:
         self.blocking = False        # parked in a blocking effect: a hang-up ends the wait
         self.hung_up = False         # gone mid-command: close once that command has ended
         self.paused = False          # too many unsent replies: run no more until it reads
-        self.dirty = False           # has replies to send at the end of this iteration
         self.closed = False
         self.last_active = now
 
@@ -92,7 +91,6 @@ class Server:
         # that one may still hold guards, and resuming a command inside another would
         # nest them without bound.
         self.ready: deque = deque()
-        self.dirty: list[Connection] = []
         self.connections: set[Connection] = set()
         self.stalls = LoopStalls()
         self.selector = selectors.DefaultSelector()
@@ -143,11 +141,6 @@ class Server:
             resume, conn, steps, value = ready.popleft()
             if conn.steps is steps and not conn.closed:
                 resume(conn, value)
-        dirty, self.dirty = self.dirty, []
-        for conn in dirty:
-            conn.dirty = False
-            if conn.unsent is None and not conn.closed:   # otherwise EVENT_WRITE will say when
-                self._flush(conn)
         self.stalls.note(time.monotonic() - started)
 
     def _accept(self) -> None:
@@ -239,7 +232,9 @@ class Server:
             # Back-pressure: a client that pipelines faster than it reads gets no more
             # commands run (and no more bytes read) until its replies drain.
             conn.paused = True
-        self._watch(conn)
+        # One send for all the replies of this batch; and before a command parks,
+        # the replies of those before it go out.
+        self._flush(conn)
 
     def _execute(self, conn: Connection, argv: list[bytes]):
         try:
@@ -293,16 +288,13 @@ class Server:
         self._reply(conn, encode(reply))
         if self.draining:
             conn.client.closing = True
-            self._watch(conn)
+            self._flush(conn)
         else:
             self._serve(conn)
 
     def _reply(self, conn: Connection, data: bytes) -> None:
         conn.out.append(data)
         conn.out_size += len(data)
-        if not conn.dirty:
-            conn.dirty = True
-            self.dirty.append(conn)
 
     def _flush(self, conn: Connection) -> None:
         """Send what the socket takes now; the rest waits for EVENT_WRITE."""
@@ -684,9 +676,10 @@ class Server:
             if conn.blocking:
                 self._drop(conn)   # a BLPOP may wait forever; shutdown cannot
             if conn.steps is None:
-                conn.client.closing = True
-                self._reply(conn, b"")   # closes once what it has been answered is sent
-            self._watch(conn)
+                conn.client.closing = True   # closes once what it has been answered is sent
+                self._flush(conn)
+            else:
+                self._watch(conn)
         deadline = time.monotonic() + GRACE
         while self.connections and time.monotonic() < deadline:
             self._turn(max(0.0, deadline - time.monotonic()))
