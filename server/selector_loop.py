@@ -394,7 +394,12 @@ class Server:
         conn.leave = leave
         if timeout is not None:
             self._at(conn, timeout, on_time)
+        if conn.hung_up:   # left while queued for a guard: nobody is left to wait for
+            self.ready.append((self._close_now, conn, conn.steps, None))
         return PARKED
+
+    def _close_now(self, conn: Connection, _) -> None:
+        self._close(conn)
 
     def _unpark(self, conn: Connection) -> None:
         if conn.timer is not None:

@@ -172,6 +172,20 @@ def test_a_client_that_hangs_up_mid_transfer_leaves_nothing_half_done(serve):
         assert client.call("BANK.AUDIT", "alice", "bob") == 100
 
 
+def test_a_client_that_hangs_up_while_queued_for_the_lock_is_not_left_blocked(serve):
+    server = serve(MODEL, "--sync", "lock", "--race-window-us", "300000")
+    holder, leaver = server.raw(), server.raw()
+    holder.send_command("INCR", "hits")   # holds the keyspace lock through its window
+    leaver.send_command("BLPOP", "jobs", "0")   # queues for that lock, then would block
+    wait_until(lambda: playground(server, "parked_commands") == 2, message="both to park")
+    leaver.close()
+    assert holder.read() == 1
+    with server.raw() as client:
+        wait_until(lambda: info_field(client, "connected_clients") == 2, message="the leaver gone")
+        assert info_field(client, "blocked_clients") == 0 and info_field(client, "list_waiters") == 0
+    holder.close()
+
+
 # -- parked commands: the rest of the pipeline waits, unread -----------------------------
 
 def test_commands_sent_behind_a_parked_blpop_wait_their_turn(serve):
