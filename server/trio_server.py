@@ -69,16 +69,25 @@ class Connection:
     # stop() can cut it short. None while it runs anything else.
     interruptible: trio.CancelScope | None = None
 
-    async def receive(self) -> bytes:
-        """The client's next bytes; b"" once it has hung up."""
-        while True:
-            await trio.lowlevel.wait_readable(self.sock)
-            try:
-                return self.sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                continue   # woken, but someone else read first (never here) or a spurious event
-            except ConnectionError:
-                return b""
+    async def receive(self, timeout: float = 0) -> bytes:
+        """The client's next bytes; b"" at end of file, after `timeout` idle seconds
+        (0: no limit) or once stop() has said this socket is closing."""
+        if timeout:
+            # The idle timeout: a cancel scope around the wait, not a timeout
+            # argument. Only when one is set: entering a cancel scope costs
+            # more than running an INCR.
+            with trio.move_on_after(timeout):
+                return await self.receive()
+            return b""
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self.sock)
+                try:
+                    return self.sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    continue   # a spurious wake-up: nothing to read after all
+        except (ConnectionError, trio.ClosedResourceError):
+            return b""
 
     async def flush(self) -> None:
         """Send the pending replies, waiting only when the socket's send buffer is full."""
@@ -249,7 +258,9 @@ class Server:
     async def _read_commands(self, conn: Connection) -> None:
         parser, config = conn.parser, self.config
         while not self.stopping.is_set():
-            data = await self._next_request(conn)
+            conn.idle = True   # from here until bytes arrive, stop() may close this connection
+            data = await conn.receive(config.timeout)
+            conn.idle = False
             if not data:
                 return   # end of file, idle too long (Redis closes without a word), or stopping
             parser.max_bulk = config.proto_max_bulk_len
@@ -270,23 +281,6 @@ class Server:
                     await conn.flush()
                     return
             await conn.flush()
-
-    async def _next_request(self, conn: Connection) -> bytes:
-        """The next bytes of requests; b"" on end of file, idle timeout or stop."""
-        conn.idle = True
-        try:
-            if not self.config.timeout:
-                return await conn.receive()
-            # The idle timeout, read live: a cancel scope around the wait, not
-            # a timeout argument. (Only when one is set: entering a cancel
-            # scope costs more than running an INCR.)
-            with trio.move_on_after(self.config.timeout):
-                return await conn.receive()
-            return b""
-        except trio.ClosedResourceError:
-            return b""   # stop() woke us: the server is closing this connection
-        finally:
-            conn.idle = False
 
     async def execute(self, conn: Connection, argv: list[bytes]):
         """Run one command; a generator's effects are performed here, in this task.
