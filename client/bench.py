@@ -81,7 +81,7 @@ class Cell:
     p99_ms: float = 0.0
     p999_ms: float = 0.0
     max_ms: float = 0.0
-    x_redis: float | None = None             # ops_per_sec over redis-server's in the same column
+    x_redis: float | None = None  # ops_per_sec over redis-server's, same scenario and clients
     invariant_holds: bool | None = None
     invariant: str = ""
     redis_benchmark_rps: float | None = None
@@ -94,6 +94,10 @@ class Cell:
 
 
 # -- the matrix -------------------------------------------------------------------
+
+def plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
 
 def comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
@@ -443,7 +447,8 @@ def reproduce(options) -> str:
              ",".join(map(str, options.clients)), "--scenarios", options.scenarios,
              *(["--requests", str(options.requests)] if options.requests
                else ["--duration", f"{options.duration:g}"]), "--driver", options.driver]
-    words += [flag for flag, on in (("--no-redis", not options.redis), ("--pin", options.pin)) if on]
+    flags = {"--no-redis": not options.redis, "--pin": options.pin}
+    words += [flag for flag, on in flags.items() if on]
     return " ".join(words)
 
 
@@ -475,8 +480,11 @@ def main(options) -> int:
     limits = raise_open_files_limit()
     wanted = max(options.clients) + 64
     if limits[0] != before:
-        console.print(f"open files: soft limit raised from {before} to {limits[0]} "
-                      f"for the bench and the servers it starts")
+        console.print(f"open files: soft limit raised from {before} to {limits[0]} for "
+                      f"{max(options.clients)} clients, in the bench and the servers it starts")
+    elif max(options.clients) >= 500:
+        console.print(f"open files: soft limit {limits[0]}, enough for {max(options.clients)} "
+                      "clients")
     if limits[0] < wanted:
         err.print(f"contend bench: only {limits[0]} open files allowed (the hard limit); "
                   f"{max(options.clients)} clients need about {wanted}: expect connection "
@@ -488,7 +496,7 @@ def main(options) -> int:
     if options.redis and not options.redis_benchmark:
         console.print("redis-benchmark is not installed, so no figures of its own "
                       "(apt-get install redis-tools)")
-    console.print(f"[bold]contend bench[/]: {len(cells)} cells, each on a fresh server; "
+    console.print(f"[bold]contend bench[/]: {plural(len(cells), 'cell')}, each on a fresh server; "
                   f"{about['summary']}")
 
     interrupted = False
@@ -499,7 +507,7 @@ def main(options) -> int:
         cells = [c for c in cells if c.wall_s or c.problem]
     about["load_average_after"] = os.getloadavg()[0]
     compare_with_redis(cells)
-    render(cells, console, f"contend bench: {len(cells)} cells, ops/s and latency"
+    render(cells, console, f"contend bench: {plural(len(cells), 'cell')}, ops/s and latency"
                            f"{' (interrupted)' if interrupted else ''}")
     written = write_files(cells, about, options.out)
     if pyplot is not None and cells:
@@ -522,7 +530,7 @@ def main(options) -> int:
 def run_cells(cells: list[Cell], options, console: Console, err: Console) -> None:
     """Each cell in turn, a progress bar over them (a line per cell when not on a terminal)."""
     def label(cell: Cell) -> str:
-        return f"{cell.server} · {cell.scenario} · {cell.clients} clients"
+        return f"{cell.server} · {cell.scenario} · {plural(cell.clients, 'client')}"
 
     def result(cell: Cell) -> str:
         if cell.invariant_holds is None:
