@@ -92,8 +92,9 @@ def run_load(plan: Plan, driver: str = "threads", show_progress: bool = False) -
     indices = list(range(plan.clients))
     with _ProgressBar(progress, plan, enabled=show_progress):
         outcomes = DRIVERS[driver](plan, indices, progress)
-    # From the start line to the last reply: connecting and setting up are not the load.
-    took = max(outcome.elapsed for outcome in outcomes)
+    # From the first client's start to the last reply: connecting and setting up are not
+    # the load, and a late starter must not make the run look shorter than it was.
+    took = max(o.ended for o in outcomes) - min(o.started for o in outcomes)
     ops = sum(o.ops for o in outcomes)
     errors = Counter()
     for outcome in outcomes:

@@ -52,7 +52,11 @@ class ClientOutcome:
     errors: Counter = field(default_factory=Counter)
     histogram: str = ""               # HdrHistogram, encoded, so a process can send it
     tally: dict = field(default_factory=dict)
-    elapsed: float = 0.0              # seconds from the start line to this client's last reply
+    # When this client started and got its last reply, on the machine-wide
+    # monotonic clock (time.perf_counter), so outcomes from other threads and
+    # processes compare: a thousand clients leave the start line over seconds.
+    started: float = 0.0
+    ended: float = 0.0
 
 
 class ClientRun:
@@ -70,7 +74,7 @@ class ClientRun:
         self.deadline = start + min(limit, HARD_LIMIT)
         self.interval = plan.clients / plan.rate if plan.rate else None
         self.seq = 0
-        self.outcome = ClientOutcome()
+        self.outcome = ClientOutcome(started=time.perf_counter())
         self.histogram = new_histogram()
         self.batch_sent_at = 0.0
         self.batch: list[tuple] = []
@@ -113,9 +117,9 @@ class ClientRun:
         self.outcome.errors[kind] += max(1, len(self.batch))
         self.deadline = 0
 
-    def finish(self, now: float) -> ClientOutcome:
+    def finish(self) -> ClientOutcome:
         self.outcome.histogram = self.histogram.encode().decode()
-        self.outcome.elapsed = now - self.start
+        self.outcome.ended = time.perf_counter()
         return self.outcome
 
 
@@ -163,7 +167,7 @@ def run_threads(plan: Plan, indices: list[int], progress, start_line=None) -> li
             _drive_with_socket(run, connections[slot], progress, index)
         except Exception as error:   # a scenario bug must not lose the others' results
             run.fail(type(error).__name__)
-        outcomes[slot] = run.finish(time.perf_counter())
+        outcomes[slot] = run.finish()
 
     threads = [threading.Thread(target=client, args=(slot, index), daemon=True)
                for slot, index in enumerate(indices)]
@@ -226,7 +230,7 @@ def run_trio(plan: Plan, indices: list[int], progress) -> list[ClientOutcome]:
                     run.fail("connection")
                     break
                 run.batch_done(progress)
-            outcomes[slot] = run.finish(trio.current_time())
+            outcomes[slot] = run.finish()
             await stream.aclose()
 
         async with trio.open_nursery() as nursery:
