@@ -444,34 +444,37 @@ class Server:
             return None   # no guard: commands parked in their race windows interleave
         if mode == "lock" or effect.keys is fx.ALL_KEYS:
             return self.lists_guard(conn, effect)
-        keys = fx.lock_order(mode, effect.keys)
-        locks = [self.key_locks.get(key) or self.key_locks.setdefault(key, Owner()) for key in keys]
-        return self._take(conn, mode, locks, keys, 0, False)
+        return self._take(conn, mode, fx.lock_order(mode, effect.keys), 0, False)
 
     def lists_guard(self, conn: Connection, effect):
         lock = self.keyspace_lock
         if lock.take(conn):
             conn.held.append(lock)
             return None
-        return self._take(conn, "lock", [lock], None, 0, False)
+        return self._take(conn, "lock", None, 0, False)
 
-    def _take(self, conn: Connection, mode: str, locks: list, keys, position: int, windowed: bool):
-        """Take `locks` in order from `position`; PARKED while one belongs to another command."""
-        while position < len(locks):
+    def _take(self, conn: Connection, mode: str, keys, position: int, windowed: bool):
+        """Take the locks of `keys` (None: the keyspace's) in order from `position`;
+        PARKED while one belongs to another command."""
+        while position < (1 if keys is None else len(keys)):
             if mode == "unordered" and position and not windowed and self.config.race_window_us:
                 # Hold the first lock a while, so a crossing transfer takes its own meanwhile.
                 self._at(conn, self.config.race_window,
-                         partial(self._granted, then=partial(self._take, mode=mode, locks=locks,
-                                                             keys=keys, position=position,
-                                                             windowed=True)))
+                         partial(self._granted, then=partial(self._take, mode=mode, keys=keys,
+                                                             position=position, windowed=True)))
                 return PARKED
-            lock, windowed = locks[position], False
+            # Looked up only now: a key's lock exists only while someone holds or wants it.
+            if keys is None:
+                lock = self.keyspace_lock
+            else:
+                key = keys[position]
+                lock = self.key_locks.get(key) or self.key_locks.setdefault(key, Owner(key))
+            windowed = False
             position += 1
             if lock.take(conn):
                 conn.held.append(lock)
                 continue
-            then = partial(self._take, mode=mode, locks=locks, keys=keys, position=position,
-                           windowed=False)
+            then = partial(self._take, mode=mode, keys=keys, position=position, windowed=False)
             entry = (conn, then)
             lock.queue.append(entry)
             conn.leave = lambda _, lock=lock, entry=entry: lock.queue.remove(entry)
@@ -502,6 +505,8 @@ class Server:
                 other.held.append(lock)
                 self._unpark(other)   # stops its deadlock clock
                 self.ready.append((self._granted, other, other.steps, then))
+            elif lock.owner is None and lock.key is not None:
+                del self.key_locks[lock.key]   # free and unwanted: locks for keys in use only
 
     def race_window(self, conn: Connection, effect):
         if not self.config.race_window_us:
@@ -657,7 +662,7 @@ class Server:
                 "loop_stalls": self.stalls.count,
                 "longest_stall_ms": round(self.stalls.longest * 1000, 1),
                 "parked_commands": sum(1 for c in self.connections if c.steps is not None and c is not conn),
-                "timers": len(self.timers),
+                "key_locks": len(self.key_locks), "timers": len(self.timers),
                 "paused_clients": sum(1 for c in self.connections if c.paused),
                 "barriers": len(self.barriers), "events": len(self.events)}
 

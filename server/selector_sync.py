@@ -81,9 +81,10 @@ class Owner:
     Lock would refuse, by deadlocking.
     """
 
-    __slots__ = ("owner", "depth", "queue")
+    __slots__ = ("key", "owner", "depth", "queue")
 
-    def __init__(self) -> None:
+    def __init__(self, key: bytes | None = None) -> None:
+        self.key = key        # None for the one lock over the whole keyspace
         self.owner = None
         self.depth = 0
         self.queue: deque = deque()   # (connection, what it does once granted), longest waiting first

@@ -159,6 +159,15 @@ def test_lock_mode_queues_parked_commands_and_counts_exactly(serve):
         client.close()
 
 
+def test_per_key_locks_exist_only_while_their_keys_are_in_use(serve):
+    server = serve(MODEL, "--sync", "striped", "--race-window-us", "1000")
+    with server.raw() as client:
+        for n in range(200):
+            client.send_command("INCR", f"key:{n}")
+        assert [client.read() for _ in range(200)] == [1] * 200
+        assert info_field(client, "key_locks") == 0   # 200 keys touched, none held now
+
+
 def test_a_client_that_hangs_up_mid_transfer_leaves_nothing_half_done(serve):
     server = serve(MODEL, "--sync", "lock", "--race-window-us", "200000")
     with server.raw() as client:
