@@ -9,6 +9,8 @@
     barriers      a Gathering: arrivals stay parked until the last one comes (Server.barrier_wait)
     events        a Signal: a flag and the connections parked on it (Server.event_wait)
     timeouts      a heap of deadlines decides how long select() may sleep (selector_sync.Timers)
+    slow readers  past OUTPUT_LIMIT unsent bytes a client's commands wait for it to read (Server._serve)
+    WORK          runs on the loop and stalls everyone; INFO counts it (selector_sync.LoopStalls)
     shutdown      a `stopping` flag plus a wake-up socket that interrupts select() (Server.stop)
 
 Commands themselves live in shared/commands. When one yields an effect that
