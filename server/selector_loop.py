@@ -441,7 +441,7 @@ class Server:
     # -- guards: what each sync mode means with no threads -------------------------
 
     def guard(self, conn: Connection, effect: fx.Guard):
-        mode = self.config.sync
+        mode = conn.client.sync   # the mode this command started in, for all its guards
         if mode == "off":
             return None   # no guard: commands parked in their race windows interleave
         if mode == "lock" or effect.keys is fx.ALL_KEYS:

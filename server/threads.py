@@ -216,7 +216,7 @@ class Server:
     # -- guards: what each sync mode means with threading locks ---------------
 
     def guard(self, conn, effect: fx.Guard, held: list) -> None:
-        mode = self.config.sync
+        mode = conn.client.sync   # the mode this command started in, for all its guards
         if mode == "off":
             return   # no guard: read-modify-write steps may interleave
         if mode == "lock" or effect.keys is fx.ALL_KEYS:
@@ -265,11 +265,24 @@ class Server:
             self.lists_changed.wait_for(lambda: waiter.item is not None or conn.hung_up.is_set()
                                         or self.stopping.is_set(), effect.timeout)
         self.state.waiters.remove(waiter)
+        if waiter.item is not None and conn.hung_up.is_set():
+            # Served just as its client left: put the item back where it was taken
+            # from, for the next waiter, rather than send it to nobody.
+            key, value = waiter.item
+            self.state.keyspace.push(key, [value], left=waiter.left)
+            self.pushed(conn, fx.Pushed(key), held)
+            return None
         return waiter.item
 
     def _notify_lists(self) -> None:
-        with self.lists_changed:
-            self.lists_changed.notify_all()
+        # With a timeout: whoever holds the keyspace lock (a long race window)
+        # must not stall the watcher or a shutdown; the waiter's own wait_for
+        # re-checks `hung_up` and `stopping` when it gets the lock back anyway.
+        if self.keyspace_lock.acquire(timeout=1):
+            try:
+                self.lists_changed.notify_all()
+            finally:
+                self.keyspace_lock.release()
 
     def pushed(self, conn, effect: fx.Pushed, held) -> None:
         if self.state.waiters.serve(effect.key, self.state.keyspace):

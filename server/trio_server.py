@@ -322,7 +322,7 @@ class Server:
     # -- guards: what each sync mode means with trio locks -----------------------
 
     def guard(self, conn, effect: fx.Guard, held: list):
-        mode = self.config.sync
+        mode = conn.client.sync   # the mode this command started in, for all its guards
         if mode == "off":
             return None   # no guard: a read-modify-write with an await inside may interleave
         if mode == "lock" or effect.keys is fx.ALL_KEYS:

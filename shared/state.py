@@ -76,6 +76,7 @@ class Client:
     authenticated: bool = True
     blocked: bool = False       # in a blocking command right now (INFO blocked_clients)
     closing: bool = False       # QUIT or SHUTDOWN: close once the reply is sent
+    sync: str = "lock"          # the sync mode the running command started in
     commands: int = 0
     last_command: bytes = b"NULL"
     created: float = field(default_factory=time.time)

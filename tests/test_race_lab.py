@@ -8,6 +8,8 @@ the window out before writing, so at least the first round overlaps.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from tests.helpers import info_field, run_together
@@ -161,3 +163,36 @@ def test_sync_mode_can_be_read_and_changed_at_run_time(server):
         assert info_field(client, "sync") == "striped"
         assert str(client.call("CONFIG", "SET", "sync", "sometimes")).startswith(
             "ERR CONFIG SET failed (possibly related to argument 'sync')")
+
+
+def test_switching_sync_modes_under_load_never_deadlocks(server):
+    """Each command keeps the mode it started in, so flipping modes mid-flight cannot
+    deadlock. (While two modes overlap, a command under the keyspace lock and one under
+    key locks do not exclude each other, so the totals are exact only once it settles.)"""
+    with server.raw() as client:
+        for account in ("alice", "bob", "carol"):
+            client.call("BANK.DEPOSIT", account, "1000")
+        client.call("CONFIG", "SET", "race-window-us", "300")
+    done = threading.Event()
+
+    def flip():
+        with server.raw() as client:
+            modes = ["lock", "striped"]
+            while not done.is_set():
+                client.call("CONFIG", "SET", "sync", modes[0])
+                modes.reverse()
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        replies = transfer_storm(server, rounds=6)   # hangs here if a switch deadlocks
+    finally:
+        done.set()
+        flipper.join()
+    assert all(isinstance(r, list) or "insufficient" in str(r) for rs in replies for r in rs)
+    with server.raw() as client:
+        settled = client.call("BANK.AUDIT", "alice", "bob", "carol")
+        client.call("CONFIG", "SET", "sync", "striped")
+    transfer_storm(server)
+    with server.raw() as client:
+        assert client.call("BANK.AUDIT", "alice", "bob", "carol") == settled

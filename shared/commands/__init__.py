@@ -45,6 +45,11 @@ def dispatch(client, argv: list[bytes]):
     client.commands += 1
     client.last_command = name
     client.last_active = time.time()
+    # A command keeps the sync mode it started in for all its guards: if CONFIG SET
+    # switched modes between a command's first guard and a nested one, a command
+    # holding the keyspace lock could wait for a key lock whose holder waits for
+    # the keyspace lock, a deadlock made by the switch rather than by the lesson.
+    client.sync = client.server.config.sync
     try:
         return command.handler(client, argv)
     except ReplyError as error:
