@@ -19,6 +19,7 @@ import importlib
 import signal
 import socket
 import sys
+import threading
 
 from shared.config import Config, add_serve_arguments
 
@@ -35,10 +36,16 @@ def create(config: Config):
     return module.Server(config)
 
 
-def open_listener(config: Config) -> socket.socket:
-    """The listening socket every model accepts on; port 0 picks a free one."""
+def open_listener(config: Config, stop) -> socket.socket:
+    """The listening socket every model accepts on; port 0 picks a free one.
+
+    SIGINT and SIGTERM call `stop` from here on, before the banner is printed,
+    so a signal that follows the banner at once is a graceful stop too (a model
+    may install its own way later, as trio does with its signal receiver)."""
     listener = socket.create_server((config.host, config.port), reuse_port=False, backlog=1024)
     config.port = listener.getsockname()[1]
+    if threading.current_thread() is threading.main_thread():
+        stop_on_signals(stop)
     return listener
 
 

@@ -26,13 +26,12 @@ import errno
 import logging
 import selectors
 import socket
-import threading
 import time
 from collections import deque
 from functools import partial
 from types import GeneratorType
 
-from server import open_listener, stop_on_signals
+from server import open_listener
 from server.selector_sync import Gathering, LoopStalls, Owner, Signal, Timers
 from shared import effects as fx
 from shared.commands import dispatch
@@ -107,9 +106,7 @@ class Server:
     # -- the loop -------------------------------------------------------------
 
     def listen(self) -> None:
-        self.listener = open_listener(self.config)
-        if threading.current_thread() is threading.main_thread():
-            stop_on_signals(self.stop)   # before the banner: a signal right after it is graceful too
+        self.listener = open_listener(self.config, self.stop)
 
     def serve_forever(self) -> None:
         self.listener.setblocking(False)

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from types import GeneratorType
 
-from server import open_listener, stop_on_signals
+from server import open_listener
 from server.threads_sync import HangupWatcher, ResizableSemaphore, wait_in_slices
 from shared import effects as fx
 from shared.commands import BLOCKING, dispatch
@@ -82,14 +82,13 @@ class Server:
         self.threads: set[threading.Thread] = set()
         self.listener: socket.socket | None = None
         self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_writer.setblocking(False)   # a signal handler must never block on it
         self.perform = fx.performers(self)
 
     # -- accepting ----------------------------------------------------------
 
     def listen(self) -> None:
-        self.listener = open_listener(self.config)
-        if threading.current_thread() is threading.main_thread():
-            stop_on_signals(self.stop)   # before the banner: a signal right after it is graceful too
+        self.listener = open_listener(self.config, self.stop)
 
     def serve_forever(self) -> None:
         self.listener.setblocking(False)

@@ -31,7 +31,7 @@ from types import CoroutineType, GeneratorType
 
 import trio
 
-from server import open_listener, stop_on_signals
+from server import open_listener
 from server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent, LoopStalls
 from shared import effects as fx
 from shared.commands import COMMANDS, dispatch
@@ -160,11 +160,7 @@ class Server:
     # -- accepting ----------------------------------------------------------
 
     def listen(self) -> None:
-        self.listener = open_listener(self.config)
-        if threading.current_thread() is threading.main_thread():
-            # Until trio.run is up and its signal receiver is listening, plain
-            # handlers turn SIGINT/SIGTERM into a stop request too.
-            stop_on_signals(self.stop)
+        self.listener = open_listener(self.config, self.stop)
 
     def serve_forever(self) -> None:
         trio.run(self._main)
