@@ -10,7 +10,7 @@
     events        a Signal: a flag and the connections parked on it (Server.event_wait)
     timeouts      a heap of deadlines decides how long select() may sleep (selector_sync.Timers)
     slow readers  past OUTPUT_LIMIT unsent bytes a client's commands wait for it to read (Server._serve)
-    WORK          runs on the loop and stalls everyone; INFO counts it (selector_sync.LoopStalls)
+    WORK          runs on the loop and stalls everyone; INFO counts it (shared/stalls.py)
     shutdown      a `stopping` flag plus a wake-up socket that interrupts select() (Server.stop)
 
 Commands themselves live in shared/commands. When one yields an effect that
@@ -32,10 +32,11 @@ from functools import partial
 from types import GeneratorType
 
 from server import open_listener
-from server.selector_sync import Gathering, LoopStalls, Owner, Signal, Timers
+from server.selector_sync import Gathering, Owner, Signal, Timers
 from shared import effects as fx
 from shared.commands import dispatch
 from shared.commands.events import BarrierView, broken, parties_mismatch
+from shared.stalls import LoopStalls
 from shared.resp import ProtocolError, ReplyError, RequestParser, encode
 from shared.state import ServerState
 from shared.waiters import ListWaiter
@@ -657,9 +658,7 @@ class Server:
         # maxclients needs nothing: _accept reads it for every new connection.
 
     def model_info(self, conn, effect) -> dict:
-        return {"loop_iterations": self.stalls.iterations,
-                "loop_stalls": self.stalls.count,
-                "longest_stall_ms": round(self.stalls.longest * 1000, 1),
+        return {"loop_iterations": self.stalls.noted, **self.stalls.info(),
                 "parked_commands": sum(1 for c in self.connections if c.steps is not None and c is not conn),
                 "key_locks": len(self.key_locks), "timers": len(self.timers),
                 "paused_clients": sum(1 for c in self.connections if c.paused),

@@ -4,7 +4,6 @@
 - `Owner`: a reentrant lock made of an owner, a depth and a queue of parked commands.
 - `Gathering`: a barrier: who has arrived this round, and whether it is broken.
 - `Signal`: a named event: set or not, and the connections waiting for it.
-- `LoopStalls`: how long the loop went without looking at its sockets.
 
 None of these block: "waiting" here means a connection sits in a queue with
 its command's generator parked, and whoever frees the thing wakes it.
@@ -17,7 +16,6 @@ import time
 from collections import deque
 from itertools import count
 
-STALL = 0.010   # an iteration that keeps every socket waiting this long is a stall (as in trio_server.py)
 
 
 class Timers:
@@ -130,28 +128,3 @@ class Signal:
     def __init__(self) -> None:
         self.is_set = False
         self.waiting: list = []
-
-
-class LoopStalls:
-    """How long the loop went without calling select(), i.e. without serving anyone else.
-
-    WORK is pure-Python CPU work and runs right here, in the only thread:
-    while it runs no byte is read, no reply sent, no timer fires, for every
-    client. There is no await or yield to hand the loop over, and handing
-    WORK to a thread would not help, because the GIL lets only one of the
-    two run Python at a time. So the loop measures it instead of hiding it.
-    """
-
-    __slots__ = ("iterations", "count", "longest")
-
-    def __init__(self) -> None:
-        self.iterations = 0
-        self.count = 0        # iterations that kept the loop STALL seconds or more
-        self.longest = 0.0    # seconds
-
-    def note(self, took: float) -> None:
-        self.iterations += 1
-        if took >= STALL:
-            self.count += 1
-            if took > self.longest:
-                self.longest = took

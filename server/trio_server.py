@@ -32,10 +32,11 @@ from types import CoroutineType, GeneratorType
 import trio
 
 from server import open_listener
-from server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent, LoopStalls
+from server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent
 from shared import effects as fx
 from shared.commands import COMMANDS, dispatch
 from shared.commands.events import BarrierView, broken, parties_mismatch
+from shared.stalls import LoopStalls
 from shared.resp import ProtocolError, ReplyError, RequestParser, encode
 from shared.state import Client, ServerState
 from shared.waiters import ListWaiter
@@ -292,7 +293,7 @@ class Server:
         started = time.perf_counter()
         outcome = dispatch(conn.client, argv)
         if type(outcome) is not GeneratorType:
-            self.stalls.note(started)
+            self.stalls.note(time.perf_counter() - started)
             return outcome
         held: list = []   # locks granted to this command, all released when it ends
         perform = self.perform
@@ -302,11 +303,11 @@ class Server:
                 effect = outcome.send(value)
                 value = perform[type(effect)](conn, effect, held)
                 if type(value) is CoroutineType:
-                    self.stalls.note(started)
+                    self.stalls.note(time.perf_counter() - started)
                     value = await value   # the effect has to wait: other tasks run meanwhile
                     started = time.perf_counter()
         except StopIteration as done:
-            self.stalls.note(started)
+            self.stalls.note(time.perf_counter() - started)
             return done.value
         except ReplyError as error:
             return error
@@ -557,8 +558,7 @@ class Server:
 
     def model_info(self, conn, effect, held) -> dict:
         return {"tasks_living": trio.lowlevel.current_statistics().tasks_living,
-                "loop_stalls": self.stalls.count,
-                "longest_stall_ms": round(self.stalls.longest * 1000, 1),
+                **self.stalls.info(),
                 "barriers": len(self.barriers), "events": len(self.events)}
 
     def shutdown(self, conn, effect, held) -> None:

@@ -1,8 +1,7 @@
-"""What the trio model builds for itself: two primitives trio does not ship, and a stall meter.
+"""What the trio model builds for itself: two primitives trio does not ship.
 
 - `Barrier`: `threading.Barrier`'s contract from a `trio.Event` per round and a counter.
 - `ClearableEvent`: `threading.Event`'s set/clear/wait over `trio.Event`, which can only be set.
-- `LoopStalls`: how long commands kept the event loop to themselves (INFO loop_stalls).
 
 The two primitives follow trio's conventions rather than threading's: no
 timeout arguments (wrap the wait in `trio.move_on_after`, a cancel scope,
@@ -14,11 +13,7 @@ state and changing it.
 
 from __future__ import annotations
 
-import time
-
 import trio
-
-STALL = 0.010   # a command that keeps the loop this long without an await is a stall
 
 
 class BrokenBarrierError(Exception):
@@ -143,26 +138,3 @@ class ClearableEvent:
     async def wait(self) -> None:
         """Wait until the event is set (returns at once, after a checkpoint, if it is)."""
         await self._event.wait()
-
-
-class LoopStalls:
-    """How long commands kept the event loop to themselves.
-
-    A trio task runs until its next `await`; until then no other task is
-    scheduled, no byte is read, no timer fires. WORK is pure-Python CPU
-    work with no await inside, so every other client stalls for its whole
-    duration, and this meter (INFO loop_stalls, longest_stall_ms) says so.
-    trio.to_thread.run_sync(work, units) would let the loop run meanwhile,
-    but the GIL still lets only one thread run Python at a time: the loop
-    gets a turn every switch interval (5 ms), WORK itself gets no faster.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0        # commands that held the loop STALL seconds or more
-        self.longest = 0.0    # seconds
-
-    def note(self, started: float) -> None:
-        took = time.perf_counter() - started
-        if took >= STALL:
-            self.count += 1
-            self.longest = max(self.longest, took)
