@@ -536,7 +536,19 @@ class Server:
     def pushed(self, conn: Connection, effect: fx.Pushed) -> None:
         # serve() has already handed each waiter its item, oldest first; only waking is left.
         for waiter in self.state.waiters.serve(effect.key, self.state.keyspace):
-            self._wake(waiter.wake, waiter.item)
+            self._unpark(waiter.wake)
+            self.ready.append((self._deliver, waiter.wake, waiter.wake.steps, waiter))
+
+    def _deliver(self, conn: Connection, waiter: ListWaiter) -> None:
+        if conn.hung_up:
+            # Served in the same turn its client left: the item goes back where it was
+            # taken from, for the next waiter, rather than out to nobody.
+            key, value = waiter.item
+            self.state.keyspace.push(key, [value], waiter.left)
+            self.pushed(conn, fx.Pushed(key))
+            self._resume(conn, None)
+            return
+        self._resume(conn, waiter.item)
 
     # The pool: the ledger counts leases out; a FIFO of parked connections is the Semaphore.
 

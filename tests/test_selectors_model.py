@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import resource
 import select
+import signal
 import socket
 import time
 
@@ -257,3 +258,29 @@ def test_a_thousand_idle_clients_cost_little_memory(serve):
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_item_served_as_its_waiter_leaves_goes_back_to_the_list(serve):
+    """The push and the hang-up land in one turn of the loop: the server is paused
+    (SIGSTOP) while they happen, so select() reports both at once, the push first.
+    The push serves the waiter, then its hang-up is read; the item must survive."""
+    server = serve("selectors")
+    waiter = server.raw()
+    waiter.send_command("BLPOP", "jobs", "0")
+    with server.raw() as pusher, server.raw() as taker:
+        wait_until(lambda: info_field(taker, "blocked_clients") == 1, message="the waiter")
+        server.process.send_signal(signal.SIGSTOP)
+        wait_until(lambda: _state(server.process.pid) == "T", message="the server to stop")
+        try:
+            pusher.send_command("RPUSH", "jobs", "only-one")
+            waiter.close()
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert pusher.read() == 1
+        assert taker.call("LPOP", "jobs") == b"only-one"
+
+
+def _state(pid: int) -> str:
+    """The process state letter from /proc (T: stopped)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
