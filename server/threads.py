@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from types import GeneratorType
 
 from server import open_listener
-from server.threads_sync import HangupWatcher, ResizableSemaphore, wait_in_slices
+from server.threads_sync import HangupWatcher, KeyLocks, ResizableSemaphore, wait_in_slices
 from shared import effects as fx
 from shared.commands import BLOCKING, dispatch
 from shared.commands.events import BarrierView, broken, parties_mismatch
@@ -68,7 +68,7 @@ class Server:
         # BLPOP waits on this Condition; its lock is the keyspace lock, so a pop
         # that finds the list empty is registered before any push can run.
         self.lists_changed = threading.Condition(self.keyspace_lock)
-        self.key_locks: dict[bytes, threading.RLock] = {}
+        self.key_locks = KeyLocks()   # striped and unordered: an RLock per key in use
         self.leases = ResizableSemaphore(config.pool_size)
         # The lease ledger and the server's counters; never held while waiting.
         self.books_lock = threading.Lock()
@@ -224,13 +224,13 @@ class Server:
             return
         keys = fx.lock_order(mode, effect.keys)
         for position, key in enumerate(keys):
-            # setdefault is one atomic step, so two threads never make two locks for a key.
-            lock = self.key_locks.get(key) or self.key_locks.setdefault(key, threading.RLock())
             if mode == "striped":
+                lock = self.key_locks.want(key)
                 lock.acquire()   # sorted order: every thread climbs the same ladder, no cycle
             else:
                 if position:
                     self.race_window(conn, effect, held)   # holding the first lock a while
+                lock = self.key_locks.want(key)
                 if not lock.acquire(timeout=self.config.deadlock_timeout_ms / 1000):
                     self._count_deadlock()
                     raise fx.deadlock(key, keys, self.config.deadlock_timeout_ms)
@@ -391,7 +391,7 @@ class Server:
             self.client_slots.resize(self.config.maxclients)
 
     def model_info(self, conn, effect, held) -> dict:
-        return {"threads_alive": threading.active_count(),
+        return {"threads_alive": threading.active_count(), "key_locks": len(self.key_locks),
                 "barriers": len(self.barriers), "events": len(self.events)}
 
     def shutdown(self, conn, effect, held) -> None:

@@ -154,3 +154,54 @@ class HangupWatcher:
             hung_up.set()
             if interrupt is not None:
                 interrupt()
+
+
+class KeyLocks:
+    """A reentrant lock per key, kept only while some thread holds or wants it.
+
+    Without the forgetting every key ever guarded would keep its lock for the
+    server's life, long after DEL or FLUSHALL. An entry is dropped only when
+    nobody holds or waits for it, so two threads can never hold two different
+    locks for one key. The registry's own mutex is held only to find or drop
+    an entry, never while waiting for a key.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, KeyLock] = {}
+        self._mutex = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def want(self, key: bytes) -> "KeyLock":
+        with self._mutex:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = KeyLock(self, key)
+            entry.users += 1
+            return entry
+
+    def _done_with(self, entry: "KeyLock") -> None:
+        with self._mutex:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._entries[entry.key]
+
+
+class KeyLock:
+    __slots__ = ("registry", "key", "lock", "users")
+
+    def __init__(self, registry: KeyLocks, key: bytes):
+        self.registry, self.key = registry, key
+        self.lock = threading.RLock()
+        self.users = 0   # holders and waiters, each acquire counted once
+
+    def acquire(self, timeout: float = -1) -> bool:
+        if self.lock.acquire(timeout=timeout):
+            return True
+        self.registry._done_with(self)   # gave up waiting: no longer a user
+        return False
+
+    def release(self) -> None:
+        self.lock.release()
+        self.registry._done_with(self)

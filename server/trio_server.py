@@ -315,6 +315,16 @@ class Server:
             outcome.close()   # cancelled mid-effect: let the command's own cleanup run now
             for lock in reversed(held):
                 lock.release()
+            if self.key_locks and held:
+                self._forget_free(held)
+
+    def _forget_free(self, released: list) -> None:
+        """Drop the per-key locks just released that nobody holds or waits for, so the
+        dict holds only locks in use, not one for every key ever guarded. (A released
+        trio.Lock with waiters is handed straight to the next one, so it stays locked.)"""
+        for key in [key for key, lock in self.key_locks.items()
+                    if not lock.locked() and lock in released]:
+            del self.key_locks[key]
 
     # -- guards: what each sync mode means with trio locks -----------------------
 
@@ -329,14 +339,16 @@ class Server:
     async def _take_keys(self, conn, mode: str, keys: tuple[bytes, ...], held: list) -> None:
         keys = fx.lock_order(mode, keys)
         for position, key in enumerate(keys):
+            if position and mode == "unordered":
+                await _waited(self.race_window(conn, None, held))   # holding the first lock a while
+            # Looked up only now, with no await before taking it: a lock nobody holds or
+            # wants is forgotten when released (Server._forget_free), so it must be current.
             lock = self.key_locks.get(key)
             if lock is None:
                 lock = self.key_locks[key] = trio.Lock()
             if mode == "striped":
                 await _waited(self._take(lock, held))   # sorted: every task climbs the same ladder
                 continue
-            if position:
-                await _waited(self.race_window(conn, None, held))   # holding the first lock a while
             # A cancel scope is how trio says "give up after": no timeout argument.
             with trio.move_on_after(self.config.deadlock_timeout_ms / 1000) as patience:
                 await _waited(self._take(lock, held))
@@ -558,6 +570,7 @@ class Server:
 
     def model_info(self, conn, effect, held) -> dict:
         return {"tasks_living": trio.lowlevel.current_statistics().tasks_living,
+                "key_locks": len(self.key_locks),
                 **self.stalls.info(),
                 "barriers": len(self.barriers), "events": len(self.events)}
 

@@ -81,3 +81,16 @@ def test_pool_waiters_that_time_out_are_counted_and_forgotten(server):
 def _acquire_briefly(server):
     with server.raw() as client:
         return client.call("POOL.ACQUIRE", "0.05")
+
+
+def test_per_key_locks_are_forgotten_once_free(server):
+    """Millions of distinct keys must not leave a lock each behind after they are gone."""
+    with server.raw() as client:
+        for mode in ("striped", "unordered"):
+            client.call("CONFIG", "SET", "sync", mode)
+            for n in range(300):
+                client.call("INCR", f"counter:{n}")
+            client.call("BANK.TRANSFER", "counter:1", "counter:2", "1")
+            client.call("MSET", *[f"k:{n}" for n in range(100) for _ in (0, 1)])
+            client.call("FLUSHALL")
+            assert info_field(client, "key_locks") == 0
