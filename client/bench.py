@@ -49,7 +49,8 @@ from client.load import run_load
 from client.loadgen import DRIVERS, Plan
 from client.redis_baseline import redis_benchmark
 from client.scenarios import SCENARIOS
-from client.servers import on_cpu, raise_open_files_limit, start_contend, start_redis
+from client.servers import (client_on_cpu, on_cpu, raise_open_files_limit, start_contend,
+                            start_redis)
 
 DEFAULT_CLIENTS = "1,10,100,1000"
 DEFAULT_SCENARIOS = "ping,incr,pool,work,sleep"
@@ -209,22 +210,6 @@ def run_cell(cell: Cell, options) -> None:
                     ValueError) as problem:
                 cell.problem = f"redis-benchmark: {problem}"
     cell.wall_s = round(time.perf_counter() - began, 2)
-
-
-class client_on_cpu:
-    """Run the load client (this process, its threads and any worker it forks) on one CPU."""
-
-    def __init__(self, cpu: int | None):
-        self.cpu = cpu
-
-    def __enter__(self):
-        if self.cpu is not None:
-            self.mask = os.sched_getaffinity(0)
-            os.sched_setaffinity(0, {self.cpu})
-
-    def __exit__(self, *exc):
-        if self.cpu is not None:
-            os.sched_setaffinity(0, self.mask)
 
 
 def compare_with_redis(cells: list[Cell]) -> None:

@@ -21,15 +21,11 @@ import os
 import platform
 import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 
-from client.connection import Connection
-from client.servers import on_cpu, raise_open_files_limit
+from client.servers import on_cpu, raise_open_files_limit, start_contend, start_redis
 
 RUNS = [  # (label, redis-benchmark arguments)
     ("-c 50", ["-c", "50", "-t", "ping_mbulk,incr"]),
@@ -48,24 +44,6 @@ class Figure:
     p99_ms: float
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for_ping(port: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with Connection("127.0.0.1", port, timeout=1) as connection:
-                if connection.call("PING") == "PONG":
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server on port {port} did not answer PING")
-
-
 def redis_benchmark(host: str, port: int, requests: int, arguments: list[str],
                     cpu: int | None = None, timeout: float = 600) -> list[dict]:
     """One `redis-benchmark --csv` run: a row per test (test, rps, p50_latency_ms,
@@ -79,31 +57,17 @@ def redis_benchmark(host: str, port: int, requests: int, arguments: list[str],
     return list(csv.DictReader(io.StringIO(done.stdout)))
 
 
-def start(server: str, cpu: int | None) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
-    if server == "redis":
-        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--maxclients", "10000"]
-    else:
-        command = [sys.executable, "-m", "server", "--model", server, "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               preexec_fn=on_cpu(cpu))
-    _wait_for_ping(port, process)
-    return process, port
-
-
 def measure(server: str, requests: int, pin: bool) -> list[Figure]:
-    process, port = start(server, 1 if pin else None)
+    place = on_cpu(1 if pin else None)
+    started = (start_redis("--maxclients", "10000", preexec_fn=place) if server == "redis"
+               else start_contend(server, preexec_fn=place))
     figures = []
-    try:
+    with started:
         for label, arguments in RUNS:
-            for row in redis_benchmark("127.0.0.1", port, requests, arguments,
+            for row in redis_benchmark(started.host, started.port, requests, arguments,
                                        cpu=0 if pin else None):
                 figures.append(Figure(server, label, row["test"], float(row["rps"]),
                                       float(row["p50_latency_ms"]), float(row["p99_latency_ms"])))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(15)
     return figures
 
 

@@ -43,6 +43,22 @@ def on_cpu(cpu: int | None):
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
+class client_on_cpu:
+    """Run the load client (this process, its threads and any worker it forks) on one CPU."""
+
+    def __init__(self, cpu: int | None):
+        self.cpu = cpu
+
+    def __enter__(self):
+        if self.cpu is not None:
+            self.mask = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {self.cpu})
+
+    def __exit__(self, *exc):
+        if self.cpu is not None:
+            os.sched_setaffinity(0, self.mask)
+
+
 class RunningServer:
     def __init__(self, name: str, process: subprocess.Popen, host: str, port: int):
         self.name, self.process, self.host, self.port = name, process, host, port

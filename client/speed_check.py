@@ -11,16 +11,14 @@ of redis-benchmark's throughput.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
-import subprocess
 import sys
 
 from client.load import run_load
 from client.loadgen import DRIVERS, Plan
 from client.scenarios import Ping
-from client.servers import on_cpu, raise_open_files_limit, start_redis
+from client.redis_baseline import redis_benchmark
+from client.servers import client_on_cpu, on_cpu, raise_open_files_limit, start_redis
 
 CLIENTS = 50
 
@@ -34,25 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     pin = (os.cpu_count() or 1) >= 2
     rows = []
     with start_redis(preexec_fn=on_cpu(1 if pin else None)) as redis:
-        done = subprocess.run(["redis-benchmark", "-h", redis.host, "-p", str(redis.port),
-                               "-c", str(CLIENTS), "-n", str(options.requests), "-t", "ping_mbulk",
-                               "--csv"], capture_output=True, text=True, timeout=600,
-                              preexec_fn=on_cpu(0 if pin else None))
-        row = next(csv.DictReader(io.StringIO(done.stdout)))
+        row = redis_benchmark(redis.host, redis.port, options.requests,
+                              ["-c", str(CLIENTS), "-t", "ping_mbulk"], cpu=0 if pin else None)[0]
         baseline = float(row["rps"])
         rows.append(("redis-benchmark", baseline, float(row["p99_latency_ms"])))
-        mask = os.sched_getaffinity(0)
-        if pin:
-            os.sched_setaffinity(0, {0})   # the load client gets the CPU redis-benchmark had
-        try:
+        with client_on_cpu(0 if pin else None):   # the CPU redis-benchmark had
             for driver in DRIVERS:
                 plan = Plan(redis.host, redis.port, Ping(CLIENTS), CLIENTS,
                             requests=options.requests // CLIENTS)
                 result = run_load(plan, driver)
                 rows.append((f"contend load --driver {driver}", result.ops_per_sec,
                              result.latency_ms["p99"]))
-        finally:
-            os.sched_setaffinity(0, mask)
     print(f"PING, {CLIENTS} clients, {options.requests} requests, against redis-server"
           f"{' on CPU 1, clients on CPU 0' if pin else ''}\n")
     print("| client | requests/s | x redis-benchmark | p99 ms |\n|---|---:|---:|---:|")

@@ -34,7 +34,7 @@ import trio
 from server import open_listener
 from server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent
 from shared import effects as fx
-from shared.commands import COMMANDS, dispatch
+from shared.commands import BLOCKING, dispatch
 from shared.commands.events import BarrierView, broken, parties_mismatch
 from shared.stalls import LoopStalls
 from shared.resp import ProtocolError, ReplyError, RequestParser, encode
@@ -287,8 +287,7 @@ class Server:
         that never waits (an uncontended guard, no race window) never goes
         through the scheduler, so nothing else runs in the middle of it.
         """
-        command = COMMANDS.get(argv[0].lower())
-        if command is not None and "blocking" in command.flags:
+        if argv[0].lower() in BLOCKING:
             await conn.flush()   # earlier replies go out before we may block for long
         started = time.perf_counter()
         outcome = dispatch(conn.client, argv)
