@@ -18,6 +18,7 @@ COPY pyproject.toml README.md ./
 COPY server ./server
 COPY client ./client
 COPY shared ./shared
+COPY contend ./contend
 RUN pip install . && rm -rf /src
 
 # A server that only needs to listen on a high port has no reason to be root.

@@ -15,7 +15,7 @@ Results: a table on the terminal, bench.csv, bench.json and bench.md in
 server) when matplotlib is installed: `pip install 'contend[charts]'`.
 
 `--pin` runs each server on CPU 1 and the load client (and redis-benchmark)
-on CPU 0, as `python -m client.redis_baseline` does. It is off by default:
+on CPU 0, as `python -m contend.client.redis_baseline` does. It is off by default:
 the load client is Python too and the processes driver wants both CPUs, and
 on a machine that others share, whatever else is pinned there competes for
 the same core (docs/benchmarks.md, "Which driver, pinned or not").
@@ -45,11 +45,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from client.load import run_load
-from client.loadgen import DRIVERS, Plan
-from client.redis_baseline import redis_benchmark
-from client.scenarios import SCENARIOS
-from client.servers import (client_on_cpu, on_cpu, raise_open_files_limit, start_contend,
+from contend.client.load import run_load
+from contend.client.loadgen import DRIVERS, Plan
+from contend.client.redis_baseline import redis_benchmark
+from contend.client.scenarios import SCENARIOS
+from contend.client.servers import (client_on_cpu, on_cpu, raise_open_files_limit, start_contend,
                             start_redis)
 
 DEFAULT_CLIENTS = "1,10,100,1000"
@@ -115,7 +115,7 @@ def client_counts(text: str) -> list[int]:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    from server import MODEL_MODULES
+    from contend.server import MODEL_MODULES
     parser.add_argument("--models", default=",".join(MODEL_MODULES),
                         help="comma-separated models (default: every model built)")
     parser.add_argument("--clients", type=client_counts, default=client_counts(DEFAULT_CLIENTS),
@@ -142,7 +142,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def plan_matrix(options) -> list[Cell]:
     """Every cell to run, in order: scenario, then client count, then server. Raises
     ValueError for a model or scenario that does not exist."""
-    from server import MODEL_MODULES
+    from contend.server import MODEL_MODULES
     models, scenarios = comma_list(options.models), comma_list(options.scenarios)
     unknown = [m for m in models if m not in MODEL_MODULES]
     if unknown or not models:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.config import Config, add_serve_arguments
+from contend.shared.config import Config, add_serve_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,15 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
 
     load = commands.add_parser("load", help="many clients against one server, with a verdict")
-    from client.load import add_load_arguments
+    from contend.client.load import add_load_arguments
     add_load_arguments(load)
 
     race = commands.add_parser("race", help="each model with sync off and on, one table")
-    from client.race import add_race_arguments
+    from contend.client.race import add_race_arguments
     add_race_arguments(race)
 
     bench = commands.add_parser("bench", help="models x clients x scenarios: table, CSV, charts")
-    from client.bench import add_bench_arguments
+    from contend.client.bench import add_bench_arguments
     add_bench_arguments(bench)
 
     demo = commands.add_parser("demo", help="the tour: every model, the race, a comparison")
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=1.0,
                       help="seconds per comparison cell (default: 1)")
     ping = commands.add_parser("ping", help="PING a server: exit 0 on PONG, 1 otherwise")
-    from client.ping import add_ping_arguments
+    from contend.client.ping import add_ping_arguments
     add_ping_arguments(ping)
     return parser
 
@@ -54,22 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     if options.command == "serve":
-        import server   # the CLI imports a server only to run one
+        from contend import server   # the CLI imports a server only to run one
         return server.serve(Config.from_options(options))
     if options.command == "load":
-        from client.load import main as load_main
+        from contend.client.load import main as load_main
         return load_main(options)
     if options.command == "race":
-        from client.race import main as race_main
+        from contend.client.race import main as race_main
         return race_main(options)
     if options.command == "bench":
-        from client.bench import main as bench_main
+        from contend.client.bench import main as bench_main
         return bench_main(options)
     if options.command == "demo":
-        from client.demo import run_demo
+        from contend.client.demo import run_demo
         return run_demo(options)
     if options.command == "ping":
-        from client.ping import main as ping_main
+        from contend.client.ping import main as ping_main
         return ping_main(options)
     return 2
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from shared.resp import NEED_MORE, ReplyParser, encode_command
+from contend.shared.resp import NEED_MORE, ReplyParser, encode_command
 
 
 class Connection:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from client.load import run_load
-from client.loadgen import Plan
-from client.race import race_model, render as render_race
-from client.scenarios import SCENARIOS
-from client.servers import start_contend
+from contend.client.load import run_load
+from contend.client.loadgen import Plan
+from contend.client.race import race_model, render as render_race
+from contend.client.scenarios import SCENARIOS
+from contend.client.servers import start_contend
 
 COMPARISON = ("ping", "incr", "sleep", "work")
 
@@ -40,7 +40,7 @@ def compare(models: list[str], clients: int, seconds: float, console: Console) -
 
 
 def run_demo(options) -> int:
-    from server import MODEL_MODULES
+    from contend.server import MODEL_MODULES
     console = Console()
     models = list(MODEL_MODULES)
     console.print(f"[bold]contend demo[/]: {len(models)} server models ({', '.join(models)}), "

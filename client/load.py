@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from client.loadgen import DRIVERS, Plan, connect, new_histogram, shared_progress
-from client.scenarios import SCENARIOS
+from contend.client.loadgen import DRIVERS, Plan, connect, new_histogram, shared_progress
+from contend.client.scenarios import SCENARIOS
 
 PERCENTILES = {"p50": 50, "p90": 90, "p99": 99, "p999": 99.9}
 

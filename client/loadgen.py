@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from hdrh.histogram import HdrHistogram
 
-from client.connection import Connection
-from client.scenarios import Scenario
-from shared.resp import NEED_MORE, ReplyError, ReplyParser, encode_command
+from contend.client.connection import Connection
+from contend.client.scenarios import Scenario
+from contend.shared.resp import NEED_MORE, ReplyError, ReplyParser, encode_command
 
 HARD_LIMIT = 600.0   # seconds: no run goes on longer, whatever it was asked
 LOWEST_US, HIGHEST_US = 1, 120_000_000

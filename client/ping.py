@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from client.connection import Connection
-from client.load import parse_target
-from shared.resp import ReplyError
+from contend.client.connection import Connection
+from contend.client.load import parse_target
+from contend.shared.resp import ReplyError
 
 
 def add_ping_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 from rich.console import Console
 from rich.table import Table
 
-from client.load import run_load
-from client.loadgen import Plan
-from client.scenarios import Bank, Incr
-from client.servers import start_contend
+from contend.client.load import run_load
+from contend.client.loadgen import Plan
+from contend.client.scenarios import Bank, Incr
+from contend.client.servers import start_contend
 
 
 @dataclass
@@ -42,7 +42,7 @@ def race_model(model: str, sync: str, clients: int, requests: int, window_us: in
 
 
 def add_race_arguments(parser) -> None:
-    from server import MODEL_MODULES
+    from contend.server import MODEL_MODULES
     parser.add_argument("--models", default=",".join(MODEL_MODULES),
                         help="comma-separated models (default: every model built)")
     parser.add_argument("--clients", type=int, default=16)

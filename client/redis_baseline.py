@@ -1,6 +1,6 @@
 """redis-benchmark against a real redis-server and against contend's models, in one run.
 
-    python -m client.redis_baseline [--models threads,...] [--requests 100000] [--markdown]
+    python -m contend.client.redis_baseline [--models threads,...] [--requests 100000] [--markdown]
 
 Each server is started fresh on a free loopback port, measured with the same
 redis-benchmark command lines, and stopped. Throughput is reported as a ratio
@@ -25,7 +25,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from client.servers import on_cpu, raise_open_files_limit, start_contend, start_redis
+from contend.client.servers import on_cpu, raise_open_files_limit, start_contend, start_redis
 
 RUNS = [  # (label, redis-benchmark arguments)
     ("-c 50", ["-c", "50", "-t", "ping_mbulk,incr"]),
@@ -85,7 +85,7 @@ def markdown(figures: list[Figure]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m client.redis_baseline", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m contend.client.redis_baseline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="threads", help="comma-separated contend models")
     parser.add_argument("--requests", type=int, default=100_000, help="requests per test")

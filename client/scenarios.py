@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 
-from shared.commands.gil import work
-from shared.resp import NULL_ARRAY, ReplyError
+from contend.shared.commands.gil import work
+from contend.shared.resp import NULL_ARRAY, ReplyError
 
 
 @dataclass

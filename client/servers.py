@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from client.connection import Connection
+from contend.client.connection import Connection
 
 ROOT = Path(__file__).resolve().parent.parent
 BANNER = re.compile(r"listening on ([\d.]+):(\d+)")
@@ -88,9 +88,9 @@ class RunningServer:
 
 def start_contend(model: str, *flags: str, wait: float = 15, preexec_fn=None,
                   server_class=RunningServer) -> RunningServer:
-    """`python -m server --model MODEL --port 0 FLAGS`, ready once it prints its banner."""
+    """`python -m contend.server --model MODEL --port 0 FLAGS`, ready once it prints its banner."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--model", model, "--port", "0", *flags],
+        [sys.executable, "-m", "contend.server", "--model", model, "--port", "0", *flags],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         preexec_fn=preexec_fn)
     selector = selectors.DefaultSelector()

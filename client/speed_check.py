@@ -1,6 +1,6 @@
 """Is the load client fast enough not to be the thing measured?
 
-    python -m client.speed_check [--requests 100000]
+    python -m contend.client.speed_check [--requests 100000]
 
 Against one real redis-server, redis-benchmark's PING at 50 clients, then
 `contend load --scenario ping --clients 50` with each driver, the client on the
@@ -14,17 +14,17 @@ import argparse
 import os
 import sys
 
-from client.load import run_load
-from client.loadgen import DRIVERS, Plan
-from client.scenarios import Ping
-from client.redis_baseline import redis_benchmark
-from client.servers import client_on_cpu, on_cpu, raise_open_files_limit, start_redis
+from contend.client.load import run_load
+from contend.client.loadgen import DRIVERS, Plan
+from contend.client.scenarios import Ping
+from contend.client.redis_baseline import redis_benchmark
+from contend.client.servers import client_on_cpu, on_cpu, raise_open_files_limit, start_redis
 
 CLIENTS = 50
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m client.speed_check", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m contend.client.speed_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=100_000, help="requests in all, per run")
     options = parser.parse_args(argv)

@@ -21,10 +21,10 @@ import socket
 import sys
 import threading
 
-from shared.config import Config, add_serve_arguments
+from contend.shared.config import Config, add_serve_arguments
 
-MODEL_MODULES = {"threads": "server.threads", "trio": "server.trio_server",
-                 "selectors": "server.selector_loop"}
+MODEL_MODULES = {"threads": "contend.server.threads", "trio": "contend.server.trio_server",
+                 "selectors": "contend.server.selector_loop"}
 
 
 def create(config: Config):
@@ -74,7 +74,7 @@ def serve(config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server", description="Run a contend server.")
+    parser = argparse.ArgumentParser(prog="python -m contend.server", description="Run a contend server.")
     add_serve_arguments(parser)
     return serve(Config.from_options(parser.parse_args(argv)))
 

@@ -31,15 +31,15 @@ from collections import deque
 from functools import partial
 from types import GeneratorType
 
-from server import open_listener
-from server.selector_sync import Gathering, Owner, Signal, Timers
-from shared import effects as fx
-from shared.commands import dispatch
-from shared.commands.events import BarrierView, broken, parties_mismatch
-from shared.stalls import LoopStalls
-from shared.resp import ProtocolError, ReplyError, RequestParser, encode
-from shared.state import ServerState
-from shared.waiters import ListWaiter
+from contend.server import open_listener
+from contend.server.selector_sync import Gathering, Owner, Signal, Timers
+from contend.shared import effects as fx
+from contend.shared.commands import dispatch
+from contend.shared.commands.events import BarrierView, broken, parties_mismatch
+from contend.shared.stalls import LoopStalls
+from contend.shared.resp import ProtocolError, ReplyError, RequestParser, encode
+from contend.shared.state import ServerState
+from contend.shared.waiters import ListWaiter
 
 log = logging.getLogger("contend.selectors")
 

@@ -23,14 +23,14 @@ import time
 from dataclasses import dataclass, field
 from types import GeneratorType
 
-from server import open_listener
-from server.threads_sync import HangupWatcher, KeyLocks, ResizableSemaphore, wait_in_slices
-from shared import effects as fx
-from shared.commands import BLOCKING, dispatch
-from shared.commands.events import BarrierView, broken, parties_mismatch
-from shared.resp import ProtocolError, ReplyError, RequestParser, encode
-from shared.state import Client, ServerState
-from shared.waiters import ListWaiter
+from contend.server import open_listener
+from contend.server.threads_sync import HangupWatcher, KeyLocks, ResizableSemaphore, wait_in_slices
+from contend.shared import effects as fx
+from contend.shared.commands import BLOCKING, dispatch
+from contend.shared.commands.events import BarrierView, broken, parties_mismatch
+from contend.shared.resp import ProtocolError, ReplyError, RequestParser, encode
+from contend.shared.state import Client, ServerState
+from contend.shared.waiters import ListWaiter
 
 log = logging.getLogger("contend.threads")
 

@@ -31,15 +31,15 @@ from types import CoroutineType, GeneratorType
 
 import trio
 
-from server import open_listener
-from server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent
-from shared import effects as fx
-from shared.commands import BLOCKING, dispatch
-from shared.commands.events import BarrierView, broken, parties_mismatch
-from shared.stalls import LoopStalls
-from shared.resp import ProtocolError, ReplyError, RequestParser, encode
-from shared.state import Client, ServerState
-from shared.waiters import ListWaiter
+from contend.server import open_listener
+from contend.server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent
+from contend.shared import effects as fx
+from contend.shared.commands import BLOCKING, dispatch
+from contend.shared.commands.events import BarrierView, broken, parties_mismatch
+from contend.shared.stalls import LoopStalls
+from contend.shared.resp import ProtocolError, ReplyError, RequestParser, encode
+from contend.shared.state import Client, ServerState
+from contend.shared.waiters import ListWaiter
 
 log = logging.getLogger("contend.trio")
 

@@ -11,5 +11,5 @@
     commands/     every command's meaning, once; `dispatch` runs one
     info.py       INFO's text
 
-Nothing here imports socket, threading, selectors or trio (DESIGN.md).
+Nothing here imports socket, threading, selectors or trio (docs/design.md).
 """

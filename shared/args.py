@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from shared.resp import ReplyError
+from contend.shared.resp import ReplyError
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from shared.args import glob_match
-from shared.resp import ReplyError
+from contend.shared.args import glob_match
+from contend.shared.resp import ReplyError
 
 SYNC_MODES = ("off", "lock", "striped", "unordered")
 MODEL_NAMES = ("threads", "selectors", "trio")
@@ -135,7 +135,7 @@ _IMMUTABLE = {"port", "bind", "model", "databases"}
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every model takes (`contend serve` and `python -m server`)."""
+    """The flags every model takes (`contend serve` and `python -m contend serve`)."""
     parser.add_argument("--model", choices=MODEL_NAMES, default="threads",
                         help="concurrency model (default: threads)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")

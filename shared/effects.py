@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.resp import ReplyError
+from contend.shared.resp import ReplyError
 
 ALL_KEYS = None  # Guard(ALL_KEYS): the command touches the whole keyspace
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from shared.state import REDIS_VERSION, VERSION, ServerState
+from contend.shared.state import REDIS_VERSION, VERSION, ServerState
 
 DEFAULT_SECTIONS = ("server", "clients", "stats", "keyspace", "playground")
 

@@ -1,7 +1,7 @@
 """The data: a dict of keys to strings (bytes) and lists (deques).
 
 Every method is a single step with no waiting and no locking; whoever calls it
-decides what guards it (DESIGN.md: the models differ in exactly that). Counters
+decides what guards it (docs/design.md: the models differ in exactly that). Counters
 are stored as their decimal text, as in Redis, so GET sees what INCR wrote.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import deque
 from itertools import islice
 
-from shared.args import NOT_AN_INTEGER, WRONGTYPE, glob_match, parse_int
-from shared.resp import ReplyError
+from contend.shared.args import NOT_AN_INTEGER, WRONGTYPE, glob_match, parse_int
+from contend.shared.resp import ReplyError
 
 
 class Keyspace:

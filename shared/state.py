@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from itertools import count
 
-from shared.config import Config
-from shared.keyspace import Keyspace
-from shared.pool import LeaseLedger
-from shared.waiters import ListWaiters
+from contend.shared.config import Config
+from contend.shared.keyspace import Keyspace
+from contend.shared.pool import LeaseLedger
+from contend.shared.waiters import ListWaiters
 
 VERSION = "0.1.0"
 REDIS_VERSION = "7.0.0"   # the Redis whose behaviour contend follows, for clients that ask

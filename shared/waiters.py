@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from shared.keyspace import Keyspace
+from contend.shared.keyspace import Keyspace
 
 
 class ListWaiter:

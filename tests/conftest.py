@@ -42,7 +42,7 @@ def target(request, shared_servers, redis_server):
     """Each model's shared server, and the real redis-server.
 
     A test marked `contend_only(reason)` checks a limit where contend's
-    contract (DESIGN.md) deliberately differs from Redis; it skips on Redis.
+    contract (docs/design.md) deliberately differs from Redis; it skips on Redis.
     """
     if request.param == "redis":
         marker = request.node.get_closest_marker("contend_only")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from client.connection import Connection
+from contend.client.connection import Connection
 
 
 class RawClient(Connection):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import redis
 
-from client import servers
-from client.servers import BANNER, ROOT, free_port  # noqa: F401  (tests import these from here)
+from contend.client import servers
+from contend.client.servers import BANNER, ROOT, free_port  # noqa: F401  (tests import these from here)
 from tests.raw import RawClient
+
+# The `contend` command as this interpreter runs it: no PATH lookup, no activated venv needed.
+CONTEND = [sys.executable, "-m", "contend"]
 
 
 class TestServer(servers.RunningServer):

@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from client import bench
-from client.cli import main as contend_main
-from tests.servers import ROOT
+from contend.client import bench
+from contend.client.cli import main as contend_main
+from tests.servers import CONTEND, ROOT
 
 TINY = ["--models", "threads", "--clients", "3", "--scenarios", "ping", "--requests", "20"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -33,7 +33,7 @@ def read_csv(path) -> dict[str, dict]:
 
 
 def test_tiny_matrix_writes_table_csv_json_and_charts(tmp_path):
-    done = run("contend", "bench", *TINY, "--out", str(tmp_path))
+    done = run(*CONTEND, "bench", *TINY, "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "contend bench" in done.stdout and "holds" in done.stdout
 

@@ -1,7 +1,7 @@
 """The blocking commands, in every model: BLPOP/BRPOP, POOL.*, BARRIER.*, EVENT.*, SLEEP.
 
 These are where the models differ by design (a Condition, a parked
-continuation, an await), so each rule of DESIGN.md is pinned here, the
+continuation, an await), so each rule of docs/design.md is pinned here, the
 disconnect cases included: a client that leaves loses nothing and leaks nothing.
 """
 
@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.resp import NULL_ARRAY, ReplyError
+from contend.shared.resp import NULL_ARRAY, ReplyError
 from tests.helpers import as_dict, blocked_clients, info_field, wait_until
 
 
@@ -262,7 +262,7 @@ def test_event_waiter_that_disconnects_is_not_counted(server):
 # -- SLEEP and WORK ------------------------------------------------------------
 
 def test_sleep_replies_ok_and_work_returns_its_checksum(server):
-    from shared.commands.gil import work
+    from contend.shared.commands.gil import work
     with server.raw() as client:
         assert client.call("SLEEP", "20") == "OK"
         assert client.call("WORK", "3") == work(3)

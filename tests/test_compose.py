@@ -15,13 +15,15 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from server import MODEL_MODULES
-from tests.servers import ROOT, free_port
+from contend.server import MODEL_MODULES
+from tests.servers import CONTEND, ROOT, free_port
 
 COMPOSE_PORT = "7070"   # every server listens on it inside its own container
 PASSWORD = "classroom-secret"
@@ -108,12 +110,17 @@ class LocalCompose:
         entrypoint = spec.get("entrypoint") or (
             [] if spec["image"].startswith("redis:") else dockerfile_entrypoint())
         argv = [self.localise(part, service) for part in [*entrypoint, *spec["command"]]]
+        if argv[0] == "contend":
+            argv[:1] = CONTEND
         if service == "redis":   # not in the container: keep it off every other interface
             argv += ["--bind", "127.0.0.1"]
         return argv
 
     def environment(self, service: str) -> dict:
-        return {**os.environ, **{k: str(v) for k, v in
+        # A service's shell string says `contend`: found beside this interpreter, not on a
+        # PATH that only an activated venv would set.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return {**os.environ, "PATH": path, **{k: str(v) for k, v in
                                  (self.services[service].get("environment") or {}).items()}}
 
     def start(self, service: str) -> None:
@@ -125,6 +132,8 @@ class LocalCompose:
         test = self.services[service]["healthcheck"]["test"]
         kind, rest = test[0], [self.localise(part, service) for part in test[1:]]
         argv = rest if kind == "CMD" else ["sh", "-c", rest[0]]
+        if argv[0] == "contend":
+            argv[:1] = CONTEND
         return subprocess.run(argv, cwd=ROOT, env=self.environment(service),
                               capture_output=True, text=True, timeout=30)
 
@@ -174,7 +183,7 @@ def test_servers_start_and_pass_their_healthchecks_with_the_password(compose):
 
 def test_servers_refuse_clients_without_the_password(compose):
     for service in SERVERS:
-        done = subprocess.run(["contend", "ping", "--target", f"127.0.0.1:{compose.ports[service]}"],
+        done = subprocess.run([*CONTEND, "ping", "--target", f"127.0.0.1:{compose.ports[service]}"],
                               capture_output=True, text=True, timeout=30)
         assert done.returncode == 1 and "NOAUTH" in done.stderr, done.stderr
 
@@ -205,7 +214,7 @@ def test_localised_commands_keep_their_meaning():
     """The rewrite the tests above rely on changes addresses and ports, nothing else."""
     local = LocalCompose(resolved_config(CONTEND_PASSWORD=PASSWORD))
     threads = local.argv("threads")
-    assert threads[:4] == ["contend", "serve", "--model", "threads"]
+    assert threads[:6] == [*CONTEND, "serve", "--model", "threads"]
     assert threads[threads.index("--port") + 1] == str(local.ports["threads"])
     assert threads[threads.index("--requirepass") + 1] == PASSWORD
     loop = shlex.split(local.argv("bench")[2])
@@ -217,7 +226,7 @@ def test_localised_commands_keep_their_meaning():
 def test_ping_says_why_when_nobody_answers():
     """The healthcheck's own failure: exit 1 and one line naming the cause."""
     port = free_port()   # nothing listens there
-    done = subprocess.run(["contend", "ping", "--target", f"127.0.0.1:{port}"],
+    done = subprocess.run([*CONTEND, "ping", "--target", f"127.0.0.1:{port}"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert done.stderr.startswith(f"contend ping: 127.0.0.1:{port}: ") and "refused" in done.stderr

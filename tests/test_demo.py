@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
-from server import MODEL_MODULES
-from tests.servers import ROOT
+from contend.server import MODEL_MODULES
+from tests.servers import CONTEND, ROOT
 
 
 def test_demo_races_every_model_then_compares_them():
-    done = subprocess.run(["contend", "demo", "--clients", "8", "--requests", "10",
+    done = subprocess.run([*CONTEND, "demo", "--clients", "8", "--requests", "10",
                            "--seconds", "0.3"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

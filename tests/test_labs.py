@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from client.ping import ping
+from contend.client.ping import ping
 from tests.servers import ROOT, free_port
 
 LABS = ROOT / "labs"

@@ -10,11 +10,11 @@ import time
 import pytest
 
 from tests.helpers import as_dict, info_field, wait_until
-from tests.servers import ROOT
+from tests.servers import CONTEND, ROOT
 
 
 def contend(*args, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run(["contend", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([*CONTEND, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -113,7 +113,7 @@ def test_fixed_rate_latency_counts_a_server_stall(serve, tmp_path):
     """A trio server stalled by WORK: requests due during the stall are late, and p99 says so."""
     server = serve("trio")
     out = tmp_path / "result.json"
-    runner = subprocess.Popen(["contend", "load", "--target", f"{server.host}:{server.port}",
+    runner = subprocess.Popen([*CONTEND, "load", "--target", f"{server.host}:{server.port}",
                                "--scenario", "ping", "--clients", "4", "--rate", "400",
                                "--duration", "3", "--json", str(out)], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

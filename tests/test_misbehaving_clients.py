@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from shared.resp import encode_command
+from contend.shared.resp import encode_command
 from tests.helpers import as_dict, info_field, run_together, wait_until
 
 

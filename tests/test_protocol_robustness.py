@@ -29,7 +29,7 @@ def test_zero_multibulk_length_is_ignored(target):
 @pytest.mark.parametrize("request_bytes, error", [
     (b"*3000000000\r\n", "invalid multibulk length"),
     pytest.param(b"*20000000\r\n", "invalid multibulk length", marks=pytest.mark.contend_only(
-        "DESIGN.md caps a multibulk count at 1048576; Redis 7 allows up to INT_MAX")),
+        "docs/design.md caps a multibulk count at 1048576; Redis 7 allows up to INT_MAX")),
     (b"*abc\r\n", "invalid multibulk length"),
     (b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\nfooz\r\n", "expected '$', got 'f'"),
     (b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$-10\r\n", "invalid bulk length"),

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.resp import (INLINE_MAX, NEED_MORE, NO_REPLY, NULL_ARRAY, ProtocolError, ReplyError,
+from contend.shared.resp import (INLINE_MAX, NEED_MORE, NO_REPLY, NULL_ARRAY, ProtocolError, ReplyError,
                          ReplyParser, RequestParser, encode, encode_command,
                          split_inline)
 

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from server.selector_sync import Owner, Timers
-from shared.resp import NEED_MORE, ReplyParser, encode_command
+from contend.server.selector_sync import Owner, Timers
+from contend.shared.resp import NEED_MORE, ReplyParser, encode_command
 from tests.helpers import info_field, run_together, wait_until
 
 MODEL = "selectors"

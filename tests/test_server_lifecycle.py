@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from shared.commands import COMMANDS
+from contend.shared.commands import COMMANDS
 from tests.conftest import MODELS
 from tests.helpers import info_field, wait_until
-from tests.servers import ROOT, BANNER
+from tests.servers import BANNER, CONTEND, ROOT
 
 pytestmark = pytest.mark.parametrize("model", MODELS)
 
@@ -163,8 +163,8 @@ def test_command_count_docs_and_info(serve, model):
         assert len(client.call("COMMAND")) == len(COMMANDS)
 
 
-def test_contend_serve_and_python_dash_m_server_are_the_same_server(model):
-    for command in (["contend", "serve"], [sys.executable, "-m", "server"]):
+def test_contend_serve_and_python_dash_m_contend_server_are_the_same_server(model):
+    for command in ([*CONTEND, "serve"], [sys.executable, "-m", "contend.server"]):
         process = subprocess.Popen([*command, "--model", model, "--port", "0"], cwd=ROOT,
                                    stdout=subprocess.PIPE, text=True)
         try:

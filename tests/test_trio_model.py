@@ -18,10 +18,10 @@ import pytest
 import trio
 import trio.testing
 
-from server.trio_server import Server
-from server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent
-from shared.config import Config
-from shared.resp import NEED_MORE, NULL_ARRAY, ReplyError, ReplyParser, encode_command
+from contend.server.trio_server import Server
+from contend.server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent
+from contend.shared.config import Config
+from contend.shared.resp import NEED_MORE, NULL_ARRAY, ReplyError, ReplyParser, encode_command
 
 pytestmark = pytest.mark.trio
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 
-from shared.args import wrong_arity
-from shared.commands import bank, connection, events, gil, lists, pool, server, strings  # noqa: F401
-from shared.commands.table import COMMANDS, NO_AUTH, Command
-from shared.resp import ReplyError
+from contend.shared.args import wrong_arity
+from contend.shared.commands import bank, connection, events, gil, lists, pool, server, strings  # noqa: F401
+from contend.shared.commands.table import COMMANDS, NO_AUTH, Command
+from contend.shared.resp import ReplyError
 
 NOAUTH = ReplyError("NOAUTH Authentication required.")
 

@@ -11,10 +11,10 @@ two crossing transfers can deadlock (`striped` sorts, `unordered` doesn't).
 
 from __future__ import annotations
 
-from shared.args import checked_add, parse_positive
-from shared.commands.table import command
-from shared.effects import Guard, RaceWindow
-from shared.resp import ReplyError
+from contend.shared.args import checked_add, parse_positive
+from contend.shared.commands.table import command
+from contend.shared.effects import Guard, RaceWindow
+from contend.shared.resp import ReplyError
 
 INSUFFICIENT_FUNDS = "ERR insufficient funds"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-from shared.args import parse_int, wrong_arity
-from shared.commands.table import COMMANDS, NO_AUTH, command
-from shared.resp import ReplyError
-from shared.state import REDIS_VERSION, VERSION
+from contend.shared.args import parse_int, wrong_arity
+from contend.shared.commands.table import COMMANDS, NO_AUTH, command
+from contend.shared.resp import ReplyError
+from contend.shared.state import REDIS_VERSION, VERSION
 
 WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
 

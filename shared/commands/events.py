@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.args import parse_positive, parse_timeout
-from shared.commands.table import command
-from shared.effects import (BarrierReset, BarrierStatus, BarrierWait, EventClear, EventIsSet,
+from contend.shared.args import parse_positive, parse_timeout
+from contend.shared.commands.table import command
+from contend.shared.effects import (BarrierReset, BarrierStatus, BarrierWait, EventClear, EventIsSet,
                             EventSet, EventWait)
-from shared.resp import NULL_ARRAY, ReplyError
+from contend.shared.resp import NULL_ARRAY, ReplyError
 
 
 def broken(name: bytes) -> ReplyError:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from shared.args import parse_int
-from shared.commands.pool import parse_ms
-from shared.commands.table import command
-from shared.effects import Sleep
-from shared.resp import ReplyError
+from contend.shared.args import parse_int
+from contend.shared.commands.pool import parse_ms
+from contend.shared.commands.table import command
+from contend.shared.effects import Sleep
+from contend.shared.resp import ReplyError
 
 ITERATIONS_PER_UNIT = 1000
 MAX_UNITS = 1_000_000

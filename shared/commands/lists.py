@@ -7,10 +7,10 @@ in between, or the push's wake-up would be lost.
 
 from __future__ import annotations
 
-from shared.args import parse_int, parse_timeout
-from shared.commands.table import command
-from shared.effects import ListsGuard, PopWait, Pushed
-from shared.resp import NULL_ARRAY, ReplyError
+from contend.shared.args import parse_int, parse_timeout
+from contend.shared.commands.table import command
+from contend.shared.effects import ListsGuard, PopWait, Pushed
+from contend.shared.resp import NULL_ARRAY, ReplyError
 
 
 def _push(client, argv, left: bool):

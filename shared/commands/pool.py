@@ -6,10 +6,10 @@ Semaphore (or equivalent); the ledger in shared/pool.py says who holds what.
 
 from __future__ import annotations
 
-from shared.args import parse_int, parse_timeout
-from shared.commands.table import command
-from shared.effects import LeaseAcquire, LeaseRelease, Sleep
-from shared.resp import ReplyError
+from contend.shared.args import parse_int, parse_timeout
+from contend.shared.commands.table import command
+from contend.shared.effects import LeaseAcquire, LeaseRelease, Sleep
+from contend.shared.resp import ReplyError
 
 
 def parse_ms(text: bytes) -> float:

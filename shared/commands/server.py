@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from shared.args import wrong_arity
-from shared.commands.connection import unknown_subcommand
-from shared.commands.table import command
-from shared.effects import ALL_KEYS, Guard, ModelInfo, Reconfigure, Shutdown
-from shared.info import render_info
-from shared.resp import NO_REPLY, ReplyError
+from contend.shared.args import wrong_arity
+from contend.shared.commands.connection import unknown_subcommand
+from contend.shared.commands.table import command
+from contend.shared.effects import ALL_KEYS, Guard, ModelInfo, Reconfigure, Shutdown
+from contend.shared.info import render_info
+from contend.shared.resp import NO_REPLY, ReplyError
 
 
 @command("config", -2, "server")

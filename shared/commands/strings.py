@@ -7,10 +7,10 @@ write: read, a `RaceWindow` (a real suspension point), then write.
 
 from __future__ import annotations
 
-from shared.args import INT64_MIN, checked_add, parse_int, wrong_arity
-from shared.commands.table import command
-from shared.effects import ALL_KEYS, Guard, RaceWindow
-from shared.resp import ReplyError
+from contend.shared.args import INT64_MIN, checked_add, parse_int, wrong_arity
+from contend.shared.commands.table import command
+from contend.shared.effects import ALL_KEYS, Guard, RaceWindow
+from contend.shared.resp import ReplyError
 
 
 @command("get", 2, "string", keys=(1, 1, 1))
