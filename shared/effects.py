@@ -1,50 +1,57 @@
-"""What a command asks of the model it runs in.
+"""What a command asks of the model it runs in: the seam between meaning and waiting.
 
 A command that must wait, or must be guarded, is written once as a generator
 in shared/commands and *yields* one of these effects at the point where it
 needs the model. The model performs the effect in its own way (a
 threading.Condition, a parked continuation in a selector loop, an `await`
-in trio) and sends the result back into the generator. That is the whole
-seam between "what a command means" and "how a model waits".
+in trio) and sends the result back into the generator. Each effect says
+what it sends back: `Effect[R]` is performed into an `R`.
 
 Rules every model keeps:
-- A `Guard` or `ListsGuard` is held from the moment it is granted until the
-  command ends (its generator returns or raises); a nested guard over keys
-  the command already holds must be granted at once (BANK.TRANSFER re-enters
-  the guarded withdraw and deposit steps).
-- An effect with `blocking = True` may take a long time; the model sends
-  the replies of earlier pipelined commands first and gives up the wait
-  when the client hangs up.
-- A model raises `ReplyError` from `perform` to fail the command (a DEADLOCK,
-  a BROKEN barrier); the command's own code never half-applies a change
-  before its guards are all granted.
+- A `Guard` is held from the moment it is granted until the command ends (its
+  generator returns or raises) or gives everything up to wait (`PopWait`). The
+  locks it stands for, and their order, are `shared.guards.lock_plan`'s: one
+  order for every model (docs/design.md, "The lock order").
+- A nested guard over keys the command already holds is granted without
+  waiting (BANK.TRANSFER re-enters the guarded withdraw and deposit steps).
+- An effect with `blocking = True` may take a long time; the session has the
+  earlier pipelined replies sent before the command runs, and the model gives
+  the wait up when the client hangs up.
+- A model fails an effect by raising `ReplyError` from its performer (a
+  DEADLOCK, a BROKEN barrier); the driver throws it into the command, whose
+  own code never half-applies a change before its guards are all granted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
 
 from contend.shared.resp import ReplyError
 
+if TYPE_CHECKING:   # for the annotations only: events imports this module
+    from contend.shared.commands.events import BarrierView
+    from contend.shared.waiters import ListWaiter
+
+R = TypeVar("R")
 ALL_KEYS = None  # Guard(ALL_KEYS): the command touches the whole keyspace
 
 
-class Effect:
+class Effect(Generic[R]):
+    """Something a command needs from its model; performing it gives an `R`."""
     __slots__ = ()
-    blocking = False
+    blocking: ClassVar[bool] = False
 
 
 @dataclass(slots=True)
-class Guard(Effect):
-    """Exclusive use of these keys under the current sync mode (off: nothing)."""
+class Guard(Effect[None]):
+    """Exclusive use of these keys (ALL_KEYS: of the whole keyspace) under the command's sync mode.
+
+    `lists`: the command also reads or changes lists and their waiters, so it
+    takes the lists' Condition lock last (a pop that finds nothing must be
+    registered as a waiter before any push can slip in)."""
     keys: tuple[bytes, ...] | None
-
-
-def lock_order(mode: str, keys: tuple[bytes, ...]) -> list[bytes]:
-    """The per-key locks a Guard takes, in the order taken: `striped` sorts them
-    (every client climbs the same ladder, so no cycle can form); `unordered`
-    takes them as the arguments name them (crossing transfers can deadlock)."""
-    return sorted(set(keys)) if mode == "striped" else list(dict.fromkeys(keys))
+    lists: bool = False
 
 
 def deadlock(key: bytes, order: list[bytes], timeout_ms: int) -> ReplyError:
@@ -56,118 +63,117 @@ def deadlock(key: bytes, order: list[bytes], timeout_ms: int) -> ReplyError:
 
 
 @dataclass(slots=True)
-class ListsGuard(Effect):
-    """Exclusive use of the lists and their waiters: the Condition's lock."""
-
-
-@dataclass(slots=True)
-class RaceWindow(Effect):
+class RaceWindow(Effect[None]):
     """The gap between a read and its write; race-window-us wide."""
 
 
 @dataclass(slots=True)
-class Sleep(Effect):
+class Sleep(Effect[None]):
     seconds: float
-    blocking = True
+    blocking: ClassVar[bool] = True
 
 
 @dataclass(slots=True)
-class PopWait(Effect):
-    """Wait, holding ListsGuard, for a push to hand this client an item (BLPOP/BRPOP).
+class PopWait(Effect["tuple[bytes, bytes] | None"]):
+    """Wait for a push to hand this client an item (BLPOP/BRPOP); yielded under a lists Guard.
 
-    The model registers a `shared.waiters.ListWaiter`, waits until it is
-    served, times out or hangs up, and returns `(key, item)` or None.
+    The model registers a `shared.waiters.ListWaiter` while it still holds the
+    guard, then gives up every guard the command holds (as Condition.wait
+    gives up its lock; key locks held through a wait would block the very
+    push it waits for) and waits until it is served, times out or its client
+    hangs up. It returns `(key, item)` or None, and takes no guard back: the
+    command only has its reply left to give.
     """
     keys: tuple[bytes, ...]
     left: bool
     timeout: float | None
-    blocking = True
+    blocking: ClassVar[bool] = True
 
 
 @dataclass(slots=True)
-class Pushed(Effect):
-    """A list got items: serve its waiters in arrival order, then wake them."""
-    key: bytes
+class Pushed(Effect[None]):
+    """A push handed items to these waiters (shared/waiters.py, oldest first): wake them."""
+    served: list[ListWaiter]
 
 
 @dataclass(slots=True)
-class LeaseAcquire(Effect):
+class LeaseAcquire(Effect["int | None"]):
     """Take one pool lease (a Semaphore permit); returns the lease id or None on timeout."""
     timeout: float | None
-    blocking = True
+    blocking: ClassVar[bool] = True
 
 
 @dataclass(slots=True)
-class LeaseRelease(Effect):
+class LeaseRelease(Effect[bool]):
     """Give back a lease; returns False unless this client holds it."""
     lease: int
 
 
 @dataclass(slots=True)
-class BarrierWait(Effect):
+class BarrierWait(Effect[int]):
     """Wait at the named barrier; returns the arrival index or raises ReplyError(BROKEN)."""
     name: bytes
     parties: int
     timeout: float | None
-    blocking = True
+    blocking: ClassVar[bool] = True
 
 
 @dataclass(slots=True)
-class BarrierReset(Effect):
+class BarrierReset(Effect[bool]):
     """Break the waiters, then make the barrier whole again; returns whether it existed."""
     name: bytes
 
 
 @dataclass(slots=True)
-class BarrierStatus(Effect):
-    """Returns `shared.barriers.BarrierView` or None for an unknown barrier."""
+class BarrierStatus(Effect["BarrierView | None"]):
+    """Returns `shared.commands.events.BarrierView`, or None for an unknown barrier."""
     name: bytes
 
 
 @dataclass(slots=True)
-class EventSet(Effect):
+class EventSet(Effect[int]):
     """Set the named event; returns how many waiters it released."""
     name: bytes
 
 
 @dataclass(slots=True)
-class EventClear(Effect):
+class EventClear(Effect[None]):
     name: bytes
 
 
 @dataclass(slots=True)
-class EventIsSet(Effect):
+class EventIsSet(Effect[bool]):
     name: bytes
 
 
 @dataclass(slots=True)
-class EventWait(Effect):
+class EventWait(Effect[bool]):
     """Returns True once the event is set, False on timeout."""
     name: bytes
     timeout: float | None
-    blocking = True
+    blocking: ClassVar[bool] = True
 
 
 @dataclass(slots=True)
-class Reconfigure(Effect):
+class Reconfigure(Effect[None]):
     """CONFIG SET changed these parameters; the model resizes what depends on them."""
     names: tuple[str, ...]
 
 
 @dataclass(slots=True)
-class ModelInfo(Effect):
+class ModelInfo(Effect["dict[str, Any]"]):
     """Returns a dict of model-specific INFO fields (threads alive, loop stalls, ...)."""
 
 
 @dataclass(slots=True)
-class Shutdown(Effect):
+class Shutdown(Effect[None]):
     """Begin a graceful stop: stop accepting, finish in-flight replies, close all."""
 
 
 # Each effect, and the name of the model method that performs it. Every model
 # builds its dispatch table from this, so a model missing one fails at start-up.
-PERFORMED_BY = {
-    Guard: "guard", ListsGuard: "lists_guard", RaceWindow: "race_window", Sleep: "sleep",
+PERFORMED_BY: dict[type[Effect[Any]], str] = {
+    Guard: "guard", RaceWindow: "race_window", Sleep: "sleep",
     PopWait: "pop_wait", Pushed: "pushed",
     LeaseAcquire: "lease_acquire", LeaseRelease: "lease_release",
     BarrierWait: "barrier_wait", BarrierReset: "barrier_reset", BarrierStatus: "barrier_status",
@@ -177,6 +183,9 @@ PERFORMED_BY = {
 }
 
 
-def performers(model) -> dict:
-    """{effect type: the model's bound method that performs it}."""
+def performers(model: object) -> dict[type[Effect[Any]], Callable[..., Any]]:
+    """{effect type: the model's bound method that performs it}; a missing one fails here."""
+    missing = [name for name in PERFORMED_BY.values() if not callable(getattr(model, name, None))]
+    if missing:
+        raise TypeError(f"{type(model).__qualname__} cannot perform: {', '.join(missing)}")
     return {effect: getattr(model, name) for effect, name in PERFORMED_BY.items()}

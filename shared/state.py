@@ -18,7 +18,8 @@ from contend.shared.pool import LeaseLedger
 from contend.shared.waiters import ListWaiters
 
 VERSION = "0.1.0"
-REDIS_VERSION = "7.0.0"   # the Redis whose behaviour contend follows, for clients that ask
+REDIS_VERSION = "7.0.0"
+MAXCLIENTS_REPLY = b"-ERR max number of clients reached\r\n"   # the Redis whose behaviour contend follows, for clients that ask
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Stats:
     rejected_connections: int = 0
     commands_of_closed_clients: int = 0
     deadlocks: int = 0
+    internal_errors: int = 0        # commands that failed with a bug (shared/session.py)
+    internal_errors_logged: set = field(default_factory=set)   # where a traceback was logged
 
 
 class ServerState:
@@ -47,14 +50,18 @@ class ServerState:
         self.stats.connections_received += 1
         return client
 
-    def disconnect(self, client: "Client") -> list[int]:
-        """Forget a client; returns the leases it still held, for the model to give back.
+    def disconnect(self, client: "Client") -> None:
+        """Forget a client (its session has returned its leases already).
 
         It adds to a server-wide total, so a model whose clients leave in
         parallel (threads) calls it under a lock."""
         self.clients.pop(client.id, None)
         self.stats.commands_of_closed_clients += client.commands
-        return self.ledger.held_by(client.id)
+
+    def refuse(self) -> bytes:
+        """A connection past maxclients: counted, and the one line Redis sends before closing."""
+        self.stats.rejected_connections += 1
+        return MAXCLIENTS_REPLY
 
     def commands_processed(self) -> int:
         return self.stats.commands_of_closed_clients + sum(
@@ -75,6 +82,7 @@ class Client:
     lib_ver: bytes = b""
     authenticated: bool = True
     blocked: bool = False       # in a blocking command right now (INFO blocked_clients)
+    running: bool = False       # a command of its is in flight (INFO commands_in_flight)
     closing: bool = False       # QUIT or SHUTDOWN: close once the reply is sent
     sync: str = "lock"          # the sync mode the running command started in
     commands: int = 0

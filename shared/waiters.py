@@ -57,6 +57,16 @@ class ListWaiters:
                 del self._queues[key]
         self.count -= 1
 
+    def hand(self, key: bytes, value: bytes) -> list[ListWaiter]:
+        """Give one item that is in no list to the longest waiter on `key`, if any."""
+        queue = self._queues.get(key)
+        if not queue:
+            return []
+        waiter = queue[0]
+        waiter.item = (key, value)
+        self._discard(waiter)
+        return [waiter]
+
     def serve(self, key: bytes, keyspace: Keyspace) -> list[ListWaiter]:
         """Hand items of `key` to its waiters in arrival order; returns those served."""
         queue = self._queues.get(key)

@@ -1,23 +1,31 @@
 """Lists: LPUSH, RPUSH, LPOP, RPOP, LLEN, LRANGE, and the blocking BLPOP, BRPOP.
 
-All of them hold `ListsGuard`, the lock of the Condition that BLPOP waits on:
-a pop that finds nothing must register as a waiter before any push can slip
-in between, or the push's wake-up would be lost.
+Each guards its key with `lists=True`, which adds the lock of the Condition
+that BLPOP waits on: a pop that finds nothing must register as a waiter
+before any push can slip in between, or the push's wake-up would be lost.
+
+A push hands its items straight to the longest-waiting BLPOPs (shared/waiters.py)
+and asks the model only to wake them (`Pushed`). An item handed to a waiter
+whose client left before the reply could go out comes back (`hand_back_steps`).
 """
 
 from __future__ import annotations
 
 from contend.shared.args import parse_int, parse_timeout
 from contend.shared.commands.table import command
-from contend.shared.effects import ListsGuard, PopWait, Pushed
-from contend.shared.resp import NULL_ARRAY, ReplyError
+from contend.shared.effects import Guard, PopWait, Pushed
+from contend.shared.resp import NO_REPLY, NULL_ARRAY, ReplyError
+from contend.shared.state import ServerState
 
 
 def _push(client, argv, left: bool):
-    key = argv[1]
-    yield ListsGuard()
-    length = client.server.keyspace.push(key, argv[2:], left)
-    yield Pushed(key)   # hand the new items to blocked clients, longest waiting first
+    key, server = argv[1], client.server
+    yield Guard((key,), lists=True)
+    length = server.keyspace.push(key, argv[2:], left)
+    # The new items go to blocked clients first, longest waiting first; the model wakes them.
+    served = server.waiters.serve(key, server.keyspace)
+    if served:
+        yield Pushed(served)
     return length
 
 
@@ -43,7 +51,7 @@ def _pop(client, argv, left: bool):
 
 
 def _pop_steps(keyspace, key, left, count):
-    yield ListsGuard()
+    yield Guard((key,), lists=True)
     if count is None:
         return keyspace.pop(key, left)
     popped = keyspace.pop_many(key, left, count)
@@ -62,7 +70,7 @@ def rpop(client, argv):
 
 @command("llen", 2, "list", keys=(1, 1, 1))
 def llen(client, argv):
-    yield ListsGuard()
+    yield Guard((argv[1],), lists=True)
     return client.server.keyspace.length(argv[1])
 
 
@@ -73,7 +81,7 @@ def lrange(client, argv):
 
 
 def _range(keyspace, key, start, stop):
-    yield ListsGuard()
+    yield Guard((key,), lists=True)
     return keyspace.range(key, start, stop)
 
 
@@ -83,13 +91,13 @@ def _blocking_pop(client, argv, left: bool):
 
 
 def _blocking_pop_steps(keyspace, keys, left, timeout):
-    yield ListsGuard()
+    yield Guard(keys, lists=True)
     for key in keys:
         value = keyspace.pop(key, left)
         if value is not None:
             return [key, value]
-    served = yield PopWait(keys, left, timeout)
-    return NULL_ARRAY if served is None else list(served)
+    served = yield PopWait(keys, left, timeout)   # every guard is given up while it waits
+    return NULL_ARRAY if served is None else Handed(served[0], served[1], left)
 
 
 @command("blpop", -3, "list", flags=("blocking",), keys=(1, -2, 1))
@@ -100,3 +108,33 @@ def blpop(client, argv):
 @command("brpop", -3, "list", flags=("blocking",), keys=(1, -2, 1))
 def brpop(client, argv):
     return _blocking_pop(client, argv, left=False)
+
+
+class Handed:
+    """BLPOP's reply when a push handed it an item: the session sends it as [key, value],
+    or, when the client left first, runs `hand_back_steps` so the item is not lost."""
+
+    __slots__ = ("key", "value", "left")
+
+    def __init__(self, key: bytes, value: bytes, left: bool):
+        self.key, self.value, self.left = key, value, left
+
+    def reply(self) -> list[bytes]:
+        return [self.key, self.value]
+
+
+def hand_back_steps(server: ServerState, handed: Handed):
+    """Return an item whose waiter left before its reply went out: to the next waiter,
+    else to the end of the list it came from. Never lost, and never a crash."""
+    yield Guard((handed.key,), lists=True)
+    keyspace, waiters = server.keyspace, server.waiters
+    try:
+        keyspace.push(handed.key, [handed.value], handed.left)
+        served = waiters.serve(handed.key, keyspace)
+    except ReplyError:
+        # The key became a string meanwhile (a SET); the next waiter on it still gets the
+        # item. With nobody waiting it goes the way the SET sent the rest of its list.
+        served = waiters.hand(handed.key, handed.value)
+    if served:
+        yield Pushed(served)
+    return NO_REPLY

@@ -9,7 +9,7 @@ from __future__ import annotations
 from contend.shared.args import parse_int, parse_timeout
 from contend.shared.commands.table import command
 from contend.shared.effects import LeaseAcquire, LeaseRelease, Sleep
-from contend.shared.resp import ReplyError
+from contend.shared.resp import NO_REPLY, ReplyError
 
 
 def parse_ms(text: bytes) -> float:
@@ -56,6 +56,13 @@ def _use(hold: float, timeout):
     yield Sleep(hold)
     yield LeaseRelease(lease)
     return lease
+
+
+def return_leases_steps(leases: list[int]):
+    """A client is leaving: every lease it still holds goes back to the pool (shared/session.py)."""
+    for lease in leases:
+        yield LeaseRelease(lease)
+    return NO_REPLY
 
 
 @command("pool.status", 1, "pool")

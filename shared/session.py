@@ -1,0 +1,274 @@
+"""One connection's protocol, with no I/O: bytes in, commands out, replies in, bytes out.
+
+This is h11's shape. The model owns the socket and the waiting; the session
+owns everything else a connection's life means, once for every model:
+
+    framing       Redis's parser; a protocol error is answered, then the connection closes
+    QUIT          answered, then closed (SHUTDOWN: closed without an answer)
+    ordering      a blocking command runs only after the replies before it are sent
+    back-pressure past OUTPUT_SOFT_LIMIT unsent bytes, no more commands until they are sent
+    hand-back     an item a push handed to a BLPOP whose client has left goes back, never lost
+    leases        a client that leaves gives back every lease it holds
+    bugs          a command that raises answers `-ERR internal error`; the traceback is logged
+                  once per kind of failure, INFO counts them all, the server keeps serving
+
+A model's read loop is only this (threads.py, selector_loop.py and trio_server.py
+each write it with their own way of waiting):
+
+    while (event := session.next_event()) is not CLOSE:
+        if event is NEED_DATA:    session.receive_data(recv())     # b"": the client left
+        elif event is FLUSH:      send(session.data_to_send())
+        else:                     drive the Call: perform each effect it yields
+    send(session.data_to_send()); close the socket; session.close()
+
+After `connection_lost()` (or b"" received) the session asks for no more I/O:
+only the Calls that clean up (hand-back, lease return), then CLOSE.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Generator
+from types import GeneratorType
+from typing import Any
+
+from contend.shared.commands import BLOCKING, dispatch
+from contend.shared.commands.lists import Handed, hand_back_steps
+from contend.shared.commands.pool import return_leases_steps
+from contend.shared.effects import ALL_KEYS, Effect, Guard, PopWait
+from contend.shared.guards import Step, lock_plan
+from contend.shared.resp import NO_REPLY, ProtocolError, ReplyError, RequestParser, encode
+from contend.shared.state import ServerState
+
+log = logging.getLogger("contend")
+
+OUTPUT_SOFT_LIMIT = 1 << 20   # unsent reply bytes past which the session asks for a FLUSH
+INTERNAL_ERROR = "ERR internal error"
+
+
+class Event:
+    """What a session asks its model to do next, when that is not running a Call."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA = Event("NEED_DATA")   # receive bytes (b"" when the client has gone) and ask again
+FLUSH = Event("FLUSH")           # send data_to_send() before asking again
+CLOSE = Event("CLOSE")           # send data_to_send(), close the socket, then session.close()
+
+_NOTHING = frozenset[bytes]()    # a Call that holds no guard
+_EVERY_KEY = object()            # a Call that holds the whole keyspace
+
+
+class Session:
+    """The protocol state of one connection; see the module docstring for the loop."""
+
+    def __init__(self, state: ServerState, addr: str = "", laddr: str = ""):
+        self.state = state
+        self.client = state.connect(addr, laddr)
+        self.parser = RequestParser(state.config.proto_max_bulk_len)
+        self.call: Call | None = None      # the command in flight, driven by the model
+        self.out_size = 0                  # unsent reply bytes: the back-pressure gauge
+        self.peer_gone = False             # the client hung up: nothing more is sent or run
+        self.closed = False
+        self._out: list[bytes] = []
+        self._held_back: list[bytes] | None = None   # a blocking command waiting for a FLUSH
+        self._hand_back: Handed | None = None        # an item to return, once the client is gone
+        self._leases_returned = False
+
+    # -- bytes in ------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the client; b"" means it closed its end."""
+        if not data:
+            self.connection_lost()
+        elif not self.peer_gone:
+            self.parser.feed(data)
+
+    def connection_lost(self) -> None:
+        """The client is gone (end of file, a reset, a failed send): send it nothing more."""
+        self.peer_gone = True
+        self._out.clear()
+        self.out_size = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet run: what a model bounds while a command waits."""
+        return self.parser.buffered
+
+    # -- commands out ----------------------------------------------------------------
+
+    def next_event(self) -> Event | Call:
+        """What the model does next: run a Call, or NEED_DATA, FLUSH, CLOSE."""
+        if self.call is not None:
+            raise RuntimeError("the running Call has not ended")
+        client = self.client
+        while not (self.peer_gone or client.closing):
+            if self.out_size >= OUTPUT_SOFT_LIMIT:
+                return FLUSH   # the client reads slower than it sends: let it catch up first
+            argv, self._held_back = self._held_back, None
+            if argv is None:
+                try:
+                    self.parser.max_bulk = self.state.config.proto_max_bulk_len
+                    argv = self.parser.next_command()
+                except ProtocolError as error:
+                    self._send(error.reply)
+                    client.closing = True   # Redis replies, then closes: the stream has no frame left
+                    break
+                if argv is None:
+                    return NEED_DATA
+                if self._out and argv[0].lower() in BLOCKING:
+                    self._held_back = argv   # earlier replies go out before it may wait for long
+                    return FLUSH
+            try:
+                outcome = dispatch(client, argv)
+            except Exception as error:
+                outcome = self._internal_error(argv[0], error)
+            if type(outcome) is GeneratorType:
+                self.call = Call(self, outcome, argv[0])
+                client.running = True
+                return self.call
+            self._reply(outcome)
+        return self._wind_down()
+
+    def _wind_down(self) -> Event | Call:
+        """The client is leaving: first what it must give back, then CLOSE."""
+        if self._hand_back is not None:
+            handed, self._hand_back = self._hand_back, None
+            self.call = Call(self, hand_back_steps(self.state, handed), b"hand-back")
+            return self.call
+        if not self._leases_returned:
+            self._leases_returned = True
+            leases = self.state.ledger.held_by(self.client.id)
+            if leases:
+                self.call = Call(self, return_leases_steps(leases), b"lease-return")
+                return self.call
+        return CLOSE
+
+    def close(self) -> None:
+        """The socket is closed: the server forgets this client (a threaded model holds a lock)."""
+        if not self.closed:
+            self.closed = True
+            self.state.disconnect(self.client)
+
+    # -- replies in, bytes out -------------------------------------------------------
+
+    def _finish(self, call: Call, reply: Any) -> None:
+        self.call = None
+        self.client.running = False
+        if type(reply) is Handed:
+            if self.peer_gone:
+                self._hand_back = reply   # nobody will read it: it goes back to the list
+                return
+            reply = reply.reply()
+        self._reply(reply)
+
+    def _reply(self, value: Any) -> None:
+        if value is NO_REPLY or self.peer_gone:
+            return
+        try:
+            data = encode(value)
+        except Exception as error:
+            data = encode(self._internal_error(self.client.last_command, error))
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        if not self.peer_gone:
+            self._out.append(data)
+            self.out_size += len(data)
+
+    def data_to_send(self) -> bytes:
+        """Every reply not yet taken, as one buffer (b"" when there is none)."""
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self.out_size = 0
+        return data
+
+    def _internal_error(self, name: bytes, error: Exception) -> ReplyError:
+        """A bug inside a command: the client gets an error, the log the traceback once."""
+        stats = self.state.stats
+        stats.internal_errors += 1
+        # Logged once per place it failed, so a client that repeats it cannot flood the log.
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        where = (name.lower(), type(error).__name__, frame.filename, frame.lineno)
+        if where not in stats.internal_errors_logged:
+            stats.internal_errors_logged.add(where)
+            log.error("command %r failed; later failures at the same place are only counted "
+                      "(INFO internal_errors)", name.decode("utf-8", "replace"), exc_info=error)
+        return ReplyError(INTERNAL_ERROR)
+
+
+class Call:
+    """One command in flight: its generator, and the guards it holds. The model drives it.
+
+        value = None
+        while (effect := call.send(value)) is not None:
+            try:
+                value = perform[type(effect)](effect)
+            except Exception as error:      # a ReplyError fails the command with that reply;
+                value = error               # anything else is a bug: `-ERR internal error`
+
+    When `send` returns None the command has ended and its reply is queued;
+    the model then releases whatever guards the command still holds.
+    """
+
+    __slots__ = ("session", "steps", "name", "_guarded")
+
+    def __init__(self, session: Session, steps: Generator[Effect[Any], Any, Any], name: bytes):
+        self.session = session
+        self.steps = steps
+        self.name = name
+        self._guarded: Any = _NOTHING   # the keys its guards cover: a frozenset or _EVERY_KEY
+
+    def send(self, value: Any = None) -> Effect[Any] | None:
+        """Resume the command with an effect's result; the next effect, or None once it ended."""
+        try:
+            if isinstance(value, BaseException):
+                effect = self.steps.throw(value)
+            else:
+                effect = self.steps.send(value)
+        except StopIteration as done:
+            reply = done.value
+        except ReplyError as error:
+            reply = error
+        except Exception as error:
+            reply = self.session._internal_error(self.name, error)
+        else:
+            if type(effect) is PopWait:
+                self._guarded = _NOTHING   # the model gives every guard up to wait
+            return effect
+        self.session._finish(self, reply)
+        return None
+
+    def cancel(self) -> None:
+        """End the command without a reply: its client left mid-wait, or the server stops.
+        The model releases the guards it holds and takes it out of any queue it waits in."""
+        self.steps.close()
+        if self.session.call is self:
+            self.session.call = None
+            self.session.client.running = False
+
+    def guard_plan(self, guard: Guard) -> list[Step]:
+        """The locks to take for `guard`, in the one order (shared/guards.py)."""
+        mode = self.session.client.sync
+        if mode == "off":
+            return []
+        held = self._guarded
+        if held is _NOTHING:
+            self._guarded = _EVERY_KEY if guard.keys is ALL_KEYS else frozenset(guard.keys)
+            return lock_plan(mode, guard)
+        # Nested: only over what the command already holds, or the order could break.
+        if guard.lists or (held is not _EVERY_KEY and (
+                guard.keys is ALL_KEYS or not held.issuperset(guard.keys))):
+            raise RuntimeError(f"a nested guard may only re-enter what its command holds: {guard}")
+        return lock_plan(mode, guard, nested=True)
