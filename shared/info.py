@@ -10,21 +10,22 @@ from contend.shared.state import REDIS_VERSION, VERSION, ServerState
 DEFAULT_SECTIONS = ("server", "clients", "stats", "keyspace", "playground")
 
 
-def render_info(state: ServerState, model_fields: dict, sections: list[str]) -> bytes:
+def render_info(state: ServerState, model_fields: dict, sections: list[str], asking=None) -> bytes:
+    """INFO's text; `asking` (the client running INFO) is not counted as a command in flight."""
     wanted = set(sections) or {"default"}
     if wanted & {"all", "everything", "default"}:
         wanted = set(DEFAULT_SECTIONS)
     config, ledger = state.config, state.ledger
     uptime = int(time.time() - state.started)
     clients = list(state.clients.values())
-    blocks = {
+    blocks: dict[str, list[tuple[str, object]]] = {
         "server": [("redis_version", REDIS_VERSION), ("contend_version", VERSION),
                    ("redis_mode", "standalone"), ("process_id", os.getpid()),
                    ("tcp_port", config.port), ("uptime_in_seconds", uptime),
                    ("uptime_in_days", uptime // 86400)],
         "clients": [("connected_clients", len(clients)), ("maxclients", config.maxclients),
                     ("blocked_clients", sum(1 for c in clients if c.blocked)),
-                    ("commands_in_flight", sum(1 for c in clients if c.running))],
+                    ("commands_in_flight", sum(1 for c in clients if c.running and c is not asking))],
         "stats": [("total_connections_received", state.stats.connections_received),
                   ("total_commands_processed", state.commands_processed()),
                   ("rejected_connections", state.stats.rejected_connections),
@@ -42,7 +43,7 @@ def render_info(state: ServerState, model_fields: dict, sections: list[str]) -> 
                        ("list_waiters", state.waiters.count),
                        *model_fields.items()],
     }
-    lines = []
+    lines: list[str] = []
     for name in DEFAULT_SECTIONS:
         if name in wanted:
             if lines:

@@ -131,10 +131,12 @@ class RequestParser:
         size = len(buf)
         newline = buf.find(b"\r", pos)
         if newline < 0 or newline + 1 >= size:
-            return self._incomplete(pos, "too big mbulk count string")
+            self._incomplete(pos, "too big mbulk count string")
+            return None
         if _INTEGER(buf, pos + 1, newline) is None:
             if self._hidden_by_nul(pos, newline):
-                return self._incomplete(pos, "too big mbulk count string")
+                self._incomplete(pos, "too big mbulk count string")
+                return None
             raise ProtocolError("invalid multibulk length")
         count = int(buf[pos + 1:newline])
         if count > MULTIBULK_MAX:
@@ -151,17 +153,20 @@ class RequestParser:
                 return None
             newline = buf.find(b"\r", pos)
             if newline < 0 or newline + 1 >= size:
-                return self._incomplete(pos, "too big bulk count string")
+                self._incomplete(pos, "too big bulk count string")
+                return None
             if buf[pos] != 0x24:  # '$'
                 if self._hidden_by_nul(pos, newline):
-                    return self._incomplete(pos, "too big bulk count string")
+                    self._incomplete(pos, "too big bulk count string")
+                    return None
                 got = chr(buf[pos]) if 0x20 <= buf[pos] < 0x7F else "\\x%02x" % buf[pos]
                 raise ProtocolError(f"expected '$', got '{got}'")
             digits = buf[pos + 1:newline]
             # A length is never negative, so plain digits without a leading zero will do.
             if not digits.isdigit() or (digits[0] == 0x30 and len(digits) > 1):
                 if self._hidden_by_nul(pos, newline):
-                    return self._incomplete(pos, "too big bulk count string")
+                    self._incomplete(pos, "too big bulk count string")
+                    return None
                 raise ProtocolError("invalid bulk length")
             length = int(digits)
             if length > self.max_bulk:

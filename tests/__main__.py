@@ -3,7 +3,9 @@
 On a fresh machine with Python 3 and pip this installs contend with its test
 extras, and Debian's redis-server and redis-tools (the reference server and
 the real clients the suite talks to) and docker-compose (which validates
-docker-compose.yml; no Docker engine needed) when they are missing, then runs pytest.
+docker-compose.yml; no Docker engine needed) when they are missing, then runs
+the linters (ruff over the repository, mypy over shared/: tests/lint.py) and pytest.
+Arguments go to pytest: `python3 -m tests -m "not slow"` is the fast tier.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def install_tools() -> None:
 def main(argv: list[str]) -> int:
     install_tools()
     run(sys.executable, "-m", "pip", "install", "-q", "-e", ".[test]")
-    return subprocess.run([sys.executable, "-m", "pytest", *argv], cwd=ROOT).returncode
+    linted = subprocess.run([sys.executable, "-m", "tests.lint"], cwd=ROOT).returncode
+    tested = subprocess.run([sys.executable, "-m", "pytest", *argv], cwd=ROOT).returncode
+    return tested or linted
 
 
 if __name__ == "__main__":

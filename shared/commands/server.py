@@ -43,7 +43,7 @@ def _apply(changed: tuple[str, ...]):
 def info(client, argv):
     extra = yield ModelInfo()
     sections = [a.decode("utf-8", "replace").lower() for a in argv[1:]]
-    return render_info(client.server, extra, sections)
+    return render_info(client.server, extra, sections, asking=client)
 
 
 def _flush_option(argv: list[bytes]) -> None:
