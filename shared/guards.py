@@ -40,6 +40,8 @@ class Step:
     # step, so two crossing transfers each take their first lock (the deadlock).
     window: bool = False
     # `unordered`: give up after deadlock-timeout-ms, change nothing, reply DEADLOCK.
+    # Only a second key lock has it: waiting for the first, a command holds no key, so
+    # it is in no cycle, and a hand-back (one key) must never give up its item.
     patience: bool = False
 
 
@@ -68,7 +70,8 @@ def lock_plan(mode: str, guard: Guard, nested: bool = False) -> list[Step]:
     keys = key_order(mode, guard.keys)
     unordered = mode == "unordered" and not nested
     steps = [] if nested else [Step(SHARED)]
-    steps += [Step(KEY, key, window=unordered and position > 0, patience=unordered)
+    steps += [Step(KEY, key, window=unordered and position > 0,
+                   patience=unordered and position > 0)
               for position, key in enumerate(keys)]
     if guard.lists and not nested:
         steps.append(Step(LISTS))

@@ -54,6 +54,31 @@ def target(request, shared_servers, redis_server):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "contend_only(reason): not run against redis-server")
+    config.addinivalue_line("markers", "slow: needs real servers or subprocesses")
+
+
+# The slow tier: `pytest -m "not slow"` leaves the parser, the session, the in-process
+# model and the lock order, in seconds. A test is slow when it asks for a server...
+SLOW_FIXTURES = {"redis_server", "shared_servers", "contend_server", "target", "server",
+                 "serve", "model", "fresh_venv"}
+# ...or lives in a module whose every test starts servers or subprocesses...
+SLOW_MODULES = {"test_demo", "test_compose", "test_load", "test_real_clients",
+                "test_server_lifecycle", "test_misbehaving_clients",
+                "test_protocol_robustness", "test_race_lab", "test_seam"}
+# ...or is one of these, in modules whose other tests read files or call functions.
+SLOW_TESTS = {"test_bench": {"test_tiny_matrix_writes_table_csv_json_and_charts",
+                             "test_without_matplotlib_it_says_how_to_install_and_writes_the_rest"},
+              "test_labs": {"test_lab_sheet_runs_as_written"}}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = getattr(item, "module", None)
+        module = module.__name__.rpartition(".")[2] if module else ""
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or module in SLOW_MODULES
+                or getattr(item, "originalname", "") in SLOW_TESTS.get(module, ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

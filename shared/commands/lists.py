@@ -95,7 +95,9 @@ def _blocking_pop_steps(keyspace, keys, left, timeout):
     for key in keys:
         value = keyspace.pop(key, left)
         if value is not None:
-            return [key, value]
+            # Handed, not [key, value]: its client may have hung up while this waited for
+            # its guard, and then the item must go back rather than to nobody.
+            return Handed(key, value, left)
     served = yield PopWait(keys, left, timeout)   # every guard is given up while it waits
     return NULL_ARRAY if served is None else Handed(served[0], served[1], left)
 
@@ -111,8 +113,9 @@ def brpop(client, argv):
 
 
 class Handed:
-    """BLPOP's reply when a push handed it an item: the session sends it as [key, value],
-    or, when the client left first, runs `hand_back_steps` so the item is not lost."""
+    """BLPOP's reply when it got an item (at once, or handed by a push): the session sends
+    it as [key, value], or, when the client left first, runs `hand_back_steps` so the
+    item is not lost."""
 
     __slots__ = ("key", "value", "left")
 
