@@ -1,15 +1,20 @@
 """The threaded model: one thread per connection, Python's threading primitives on guard.
 
-    connections   a thread each; a Semaphore of `maxclients` slots is taken before it starts
-    keyspace      `lock`: one RLock; `striped`/`unordered`: an RLock per key (Server.guard)
-    lists         a Condition on that same RLock: BLPOP waits, a push notifies (Server.pop_wait)
+    connections   a thread each, reading for its session (Server._converse); a Semaphore
+                  of `maxclients` slots is taken before the thread starts (Server._accept)
+    keyspace      the lock order of shared/guards.py, step by step (Server.guard): `lock`:
+                  one RLock; `striped`/`unordered`: a readers-writer lock, then an RLock per
+                  key; an ExitStack gives them all back when the command ends (Server.run)
+    lists         a Condition on the keyspace RLock: BLPOP waits, a push notifies (Server.pop_wait)
     pool          a Semaphore of `pool-size` permits (Server.lease_acquire)
     barriers      threading.Barrier, one per name (Server.barrier_wait)
     events        threading.Event, one per name (Server.event_wait)
+    hang-ups      one watcher thread wakes a wait whose client left (Server._blocked)
     shutdown      threading.Event `stopping`; every connection is told to finish (Server.stop)
 
-Commands themselves live in shared/commands; this file only performs the
-effects they yield, with threads.
+A connection's protocol lives in shared/session.py and the commands in
+shared/commands; this file only moves bytes and performs the effects they
+yield, with threads.
 """
 
 from __future__ import annotations
@@ -20,16 +25,23 @@ import selectors
 import socket
 import threading
 import time
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
-from types import GeneratorType
 
 from contend.server import open_listener
-from contend.server.threads_sync import HangupWatcher, KeyLocks, ResizableSemaphore, wait_in_slices
+from contend.server.threads_sync import (
+    HangupWatcher,
+    KeyLocks,
+    ReadersWriterLock,
+    ResizableSemaphore,
+    client_left,
+    wait_in_slices,
+)
 from contend.shared import effects as fx
-from contend.shared.commands import BLOCKING, dispatch
 from contend.shared.commands.events import BarrierView, broken, parties_mismatch
-from contend.shared.resp import ProtocolError, ReplyError, RequestParser, encode
-from contend.shared.state import Client, ServerState
+from contend.shared.guards import EXCLUSIVE, KEY, SHARED, Step, key_steps
+from contend.shared.session import CLOSE, NEED_DATA, Call, Session
+from contend.shared.state import ServerState
 from contend.shared.waiters import ListWaiter
 
 log = logging.getLogger("contend.threads")
@@ -41,9 +53,11 @@ GRACE = 2.0   # seconds in-flight commands get to finish at shutdown
 @dataclass(eq=False)
 class Connection:
     sock: socket.socket
-    client: Client
-    pending: list = field(default_factory=list)           # replies not yet sent
+    session: Session
+    # Set by the watcher thread when the client hangs up while its command waits.
     hung_up: threading.Event = field(default_factory=threading.Event)
+    # The locks the running command holds, given back in reverse when it ends (Server.run).
+    held: ExitStack = field(default_factory=ExitStack)
 
 
 @dataclass
@@ -65,9 +79,13 @@ class Server:
         # One reentrant lock over the keyspace: BANK.TRANSFER takes it, then its
         # withdraw and deposit steps take it again; a plain Lock would deadlock.
         self.keyspace_lock = threading.RLock()
-        # BLPOP waits on this Condition; its lock is the keyspace lock, so a pop
-        # that finds the list empty is registered before any push can run.
+        # BLPOP waits on this Condition; its lock is the keyspace lock, the last
+        # step of every list command, so a pop that finds the list empty is
+        # registered before any push can run.
         self.lists_changed = threading.Condition(self.keyspace_lock)
+        # striped and unordered: per-key commands share it, FLUSHALL and friends take
+        # it alone, so they wait for an INCR that is halfway through its window.
+        self.keyspace_rw = ReadersWriterLock()
         self.key_locks = KeyLocks()   # striped and unordered: an RLock per key in use
         self.leases = ResizableSemaphore(config.pool_size)
         # The lease ledger and the server's counters; never held while waiting.
@@ -117,160 +135,142 @@ class Server:
         # The slot is taken before the connection's thread exists and given
         # back when it ends, so at most maxclients threads ever serve.
         if not self.client_slots.acquire(timeout=0):
-            self.state.stats.rejected_connections += 1
-            try:
-                sock.sendall(b"-ERR max number of clients reached\r\n")
-            except OSError:
-                pass
+            with suppress(OSError):
+                sock.sendall(self.state.refuse())
             sock.close()
             return
         sock.setblocking(True)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         laddr = sock.getsockname()
-        # Registered here, in the one accepting thread, so the connection count has one writer.
-        client = self.state.connect(f"{address[0]}:{address[1]}", f"{laddr[0]}:{laddr[1]}")
-        thread = threading.Thread(target=self._serve_connection, args=(sock, client),
+        # Made here, in the one accepting thread, so the connection count has one writer
+        # and _finish knows every connection whose thread has started.
+        conn = Connection(sock, Session(self.state, f"{address[0]}:{address[1]}",
+                                        f"{laddr[0]}:{laddr[1]}"))
+        self.connections.add(conn)
+        thread = threading.Thread(target=self._serve_connection, args=(conn,),
                                   name=f"client-{address[1]}", daemon=True)
         self.threads.add(thread)
         thread.start()
 
     # -- one connection -----------------------------------------------------
 
-    def _serve_connection(self, sock: socket.socket, client: Client) -> None:
-        conn = Connection(sock, client)
-        self.connections.add(conn)
+    def _serve_connection(self, conn: Connection) -> None:
         try:
-            self._read_commands(conn)
-        except OSError:
-            pass   # the client vanished mid-reply; nothing to tell it
+            self._converse(conn)
         finally:
             self.connections.discard(conn)
+            conn.sock.close()
             with self.books_lock:   # many threads leave at once; the totals must add up
-                leases = self.state.disconnect(client)
-            for lease in leases:
-                self._give_back(lease, client.id)
-            sock.close()
+                conn.session.close()
             self.client_slots.release()
             self.threads.discard(threading.current_thread())
 
-    def _read_commands(self, conn: Connection) -> None:
-        sock, config = conn.sock, self.config
-        parser = RequestParser()
+    def _converse(self, conn: Connection) -> None:
+        """The session's read loop (shared/session.py), with a blocking socket."""
+        sock, session = conn.sock, conn.session
         idle_timeout = None
-        while not self.stopping.is_set():
-            if (config.timeout or None) != idle_timeout:
-                idle_timeout = config.timeout or None
-                sock.settimeout(idle_timeout)
+        while (event := session.next_event()) is not CLOSE:
+            if isinstance(event, Call):
+                self.run(conn, event)
+                continue
             try:
-                data = sock.recv(RECV_SIZE)
-            except (TimeoutError, socket.timeout):
-                return   # idle longer than `timeout`: Redis closes without a word
-            if not data:
-                return
-            parser.max_bulk = config.proto_max_bulk_len
-            parser.feed(data)
-            while True:
-                try:
-                    argv = parser.next_command()
-                except ProtocolError as error:
-                    conn.pending.append(error.reply)
-                    self.flush(conn)
-                    return
-                if argv is None:
-                    break
-                conn.pending.append(encode(self.execute(conn, argv)))
-                if conn.client.closing:
-                    self.flush(conn)
-                    return
-            self.flush(conn)
+                self._send(conn)   # FLUSH; before NEED_DATA too: replies go out before we wait
+                if event is NEED_DATA:
+                    if (self.config.timeout or None) != idle_timeout:
+                        idle_timeout = self.config.timeout or None
+                        sock.settimeout(idle_timeout)
+                    session.receive_data(sock.recv(RECV_SIZE))
+            except OSError:
+                # A reset or broken pipe, or idle past `timeout` (Redis closes without
+                # a word): the session only hands out what cleans up, then CLOSE.
+                session.connection_lost()
+        with suppress(OSError):   # the client vanished before its last reply: nothing to tell it
+            self._send(conn)
 
-    def flush(self, conn: Connection) -> None:
-        if conn.pending:
-            data = b"".join(conn.pending)
-            conn.pending.clear()
+    def _send(self, conn: Connection) -> None:
+        data = conn.session.data_to_send()
+        if data:
             conn.sock.sendall(data)
 
-    def execute(self, conn: Connection, argv: list[bytes]):
-        """Run one command; a generator's effects are performed here, in this thread."""
-        if argv[0].lower() in BLOCKING:
-            self.flush(conn)   # earlier replies go out before we may block for long
-        outcome = dispatch(conn.client, argv)
-        if type(outcome) is not GeneratorType:
-            return outcome
-        held: list = []   # locks granted to this command, all released when it ends
-        perform = self.perform
-        try:
+    def run(self, conn: Connection, call: Call) -> None:
+        """Drive one command in this thread, performing each effect it yields."""
+        # A `with lock:` block ends where it is written, but a command holds its guards
+        # across its yields: each lock granted goes on this stack, and all come off, in
+        # reverse, when the command ends (or earlier, all at once, in pop_wait).
+        with ExitStack() as conn.held:
             value = None
-            while True:
-                effect = outcome.send(value)
-                value = perform[type(effect)](conn, effect, held)
-        except StopIteration as done:
-            return done.value
-        except ReplyError as error:
-            return error
-        finally:
-            for lock in reversed(held):
-                lock.release()
+            while (effect := call.send(value)) is not None:
+                try:
+                    value = self.perform[type(effect)](conn, effect)
+                except Exception as error:   # thrown into the command: a ReplyError is its reply
+                    value = error
 
-    # -- guards: what each sync mode means with threading locks ---------------
+    # -- guards: the one lock order, with threading locks ----------------------
 
-    def guard(self, conn, effect: fx.Guard, held: list) -> None:
-        mode = conn.client.sync   # the mode this command started in, for all its guards
-        if mode == "off":
-            return   # no guard: read-modify-write steps may interleave
-        if mode == "lock" or effect.keys is fx.ALL_KEYS:
-            self.keyspace_lock.acquire()
-            held.append(self.keyspace_lock)
-            return
-        keys = fx.lock_order(mode, effect.keys)
-        for position, key in enumerate(keys):
-            if mode == "striped":
-                lock = self.key_locks.want(key)
-                lock.acquire()   # sorted order: every thread climbs the same ladder, no cycle
-            else:
-                if position:
-                    self.race_window(conn, effect, held)   # holding the first lock a while
-                lock = self.key_locks.want(key)
-                if not lock.acquire(timeout=self.config.deadlock_timeout_ms / 1000):
-                    self._count_deadlock()
-                    raise fx.deadlock(key, keys, self.config.deadlock_timeout_ms)
-            held.append(lock)
+    def guard(self, conn: Connection, effect: fx.Guard) -> None:
+        plan = conn.session.call.guard_plan(effect)   # [] with sync off: steps may interleave
+        for step in plan:
+            if step.lock == KEY:
+                self._lock_key(conn, step, plan)
+            elif step.lock == SHARED:
+                conn.held.enter_context(self.keyspace_rw.shared())
+            elif step.lock == EXCLUSIVE:
+                conn.held.enter_context(self.keyspace_rw.exclusive())
+            else:   # KEYSPACE or LISTS: the one RLock, which the lists' Condition is built on
+                conn.held.enter_context(self.keyspace_lock)
 
-    def _count_deadlock(self) -> None:
-        with self.books_lock:
-            self.state.stats.deadlocks += 1
+    def _lock_key(self, conn: Connection, step: Step, plan: list[Step]) -> None:
+        if step.window:
+            self.race_window(conn, None)   # unordered: holding the first lock a while
+        lock = self.key_locks.want(step.key)
+        if not step.patience:
+            lock.acquire()   # striped: every thread climbs the same sorted ladder, no cycle
+        elif not lock.acquire(timeout=self.config.deadlock_timeout_ms / 1000):
+            with self.books_lock:
+                self.state.stats.deadlocks += 1
+            raise fx.deadlock(step.key, key_steps(plan), self.config.deadlock_timeout_ms)
+        conn.held.callback(lock.release)
 
-    def lists_guard(self, conn, effect, held: list) -> None:
-        self.keyspace_lock.acquire()
-        held.append(self.keyspace_lock)
-
-    def race_window(self, conn, effect, held) -> None:
+    def race_window(self, conn, effect) -> None:
         if self.config.race_window_us:
-            time.sleep(self.config.race_window)   # any other thread may run now, between read and write
+            time.sleep(self.config.race_window)   # another thread may run between read and write
 
     # -- waiting, and being woken when the client hangs up ----------------------
 
+    @contextmanager
     def _blocked(self, conn: Connection, interrupt=None):
-        return _Blocked(self, conn, interrupt)
+        """While a command waits: INFO says blocked, and the watcher looks out for a hang-up."""
+        client = conn.session.client
+        client.blocked = True
+        self.watcher.watch(conn.sock, conn.hung_up, interrupt)
+        try:
+            yield
+        finally:
+            self.watcher.unwatch(conn.sock)
+            client.blocked = False
+            # The watcher may not have looked yet: a push can wake the wait first.
+            if conn.hung_up.is_set() or client_left(conn.sock):
+                # Its reply would go nowhere; the session hands back what it was given.
+                conn.session.connection_lost()
 
-    def sleep(self, conn: Connection, effect: fx.Sleep, held) -> None:
+    def sleep(self, conn: Connection, effect: fx.Sleep) -> None:
         with self._blocked(conn):
             conn.hung_up.wait(effect.seconds)
 
-    def pop_wait(self, conn: Connection, effect: fx.PopWait, held):
-        waiter = self.state.waiters.add(ListWaiter(conn.client.id, effect.keys, effect.left))
-        with self._blocked(conn, interrupt=self._notify_lists):
-            # wait_for releases the keyspace lock while waiting and retakes it to check.
-            self.lists_changed.wait_for(lambda: waiter.item is not None or conn.hung_up.is_set()
-                                        or self.stopping.is_set(), effect.timeout)
-        self.state.waiters.remove(waiter)
-        if waiter.item is not None and conn.hung_up.is_set():
-            # Served just as its client left: put the item back where it was taken
-            # from, for the next waiter, rather than send it to nobody.
-            key, value = waiter.item
-            self.state.keyspace.push(key, [value], left=waiter.left)
-            self.pushed(conn, fx.Pushed(key), held)
-            return None
+    def pop_wait(self, conn: Connection, effect: fx.PopWait):
+        # One more hold on the RLock (the command holds it already, but with sync off):
+        # from registering the waiter to waiting, no push can slip in.
+        with self.lists_changed:
+            waiter = self.state.waiters.add(
+                ListWaiter(conn.session.client.id, effect.keys, effect.left))
+            # Every lock the command holds goes, key locks and the shared keyspace lock
+            # too, or the push it waits for could never come; it takes nothing back.
+            conn.held.close()
+            with self._blocked(conn, interrupt=self._notify_lists):
+                # wait_for gives the RLock up while waiting and takes it back to check.
+                self.lists_changed.wait_for(lambda: waiter.item is not None or conn.hung_up.is_set()
+                                            or self.stopping.is_set(), effect.timeout)
+            self.state.waiters.remove(waiter)
         return waiter.item
 
     def _notify_lists(self) -> None:
@@ -283,34 +283,33 @@ class Server:
             finally:
                 self.keyspace_lock.release()
 
-    def pushed(self, conn, effect: fx.Pushed, held) -> None:
-        if self.state.waiters.serve(effect.key, self.state.keyspace):
-            self.lists_changed.notify_all()   # each served waiter finds its item waiting
+    def pushed(self, conn: Connection, effect: fx.Pushed) -> None:
+        # The pusher served them already (shared/waiters.py); each finds its item waiting.
+        with self.lists_changed:   # re-entered: the pusher holds it, but with sync off
+            self.lists_changed.notify_all()
 
     # -- the pool: a Semaphore bounds it, the ledger names the holders -----------
 
-    def lease_acquire(self, conn: Connection, effect: fx.LeaseAcquire, held):
+    def lease_acquire(self, conn: Connection, effect: fx.LeaseAcquire):
         ledger = self.state.ledger
         with self.books_lock:
             ledger.waiting += 1
         try:
             with self._blocked(conn):
-                got = wait_in_slices(lambda seconds: self.leases.acquire(seconds),
-                                     effect.timeout, conn.hung_up)
+                got = wait_in_slices(self.leases.acquire, effect.timeout, conn.hung_up)
         finally:
             with self.books_lock:
                 ledger.waiting -= 1
-        if got and conn.hung_up.is_set():
-            self.leases.release()   # nobody to hand it to
-            return None
+        # A lease is not a `with semaphore:` block: it outlives this command, until
+        # POOL.RELEASE or the client leaves (the session then gives it back).
         with self.books_lock:
             if not got:
                 ledger.timeouts += 1
                 return None
-            return ledger.grant(conn.client.id)
+            return ledger.grant(conn.session.client.id)
 
-    def lease_release(self, conn: Connection, effect: fx.LeaseRelease, held) -> bool:
-        return self._give_back(effect.lease, conn.client.id)
+    def lease_release(self, conn: Connection, effect: fx.LeaseRelease) -> bool:
+        return self._give_back(effect.lease, conn.session.client.id)
 
     def _give_back(self, lease: int, client_id: int) -> bool:
         with self.books_lock:
@@ -321,13 +320,14 @@ class Server:
 
     # -- barriers and events ---------------------------------------------------
 
-    def barrier_wait(self, conn: Connection, effect: fx.BarrierWait, held) -> int:
+    def barrier_wait(self, conn: Connection, effect: fx.BarrierWait) -> int:
         with self.names_lock:
             named = self.barriers.get(effect.name)
             if named is None:
                 named = self.barriers[effect.name] = NamedBarrier(None)
                 # The action runs once per round, in the last thread to arrive.
-                named.barrier = threading.Barrier(effect.parties, action=lambda: _count_round(named))
+                named.barrier = threading.Barrier(effect.parties,
+                                                  action=lambda: _count_round(named))
             elif named.barrier.parties != effect.parties:
                 raise parties_mismatch(effect.name, named.barrier.parties, effect.parties)
         # A party that hangs up aborts the barrier, so the others don't wait forever.
@@ -337,7 +337,7 @@ class Server:
             except threading.BrokenBarrierError:
                 raise broken(effect.name) from None
 
-    def barrier_reset(self, conn, effect: fx.BarrierReset, held) -> bool:
+    def barrier_reset(self, conn: Connection, effect: fx.BarrierReset) -> bool:
         with self.names_lock:
             named = self.barriers.pop(effect.name, None)
         if named is None:
@@ -345,7 +345,7 @@ class Server:
         named.barrier.reset()   # waiters get BrokenBarrierError; the next WAIT starts afresh
         return True
 
-    def barrier_status(self, conn, effect: fx.BarrierStatus, held):
+    def barrier_status(self, conn: Connection, effect: fx.BarrierStatus):
         named = self.barriers.get(effect.name)
         if named is None:
             return None
@@ -356,20 +356,20 @@ class Server:
         with self.names_lock:
             return self.events.setdefault(name, NamedEvent())
 
-    def event_set(self, conn, effect: fx.EventSet, held) -> int:
+    def event_set(self, conn: Connection, effect: fx.EventSet) -> int:
         named = self._event(effect.name)
         with self.names_lock:
             released = 0 if named.event.is_set() else named.waiting
             named.event.set()
         return released
 
-    def event_clear(self, conn, effect: fx.EventClear, held) -> None:
+    def event_clear(self, conn: Connection, effect: fx.EventClear) -> None:
         self._event(effect.name).event.clear()
 
-    def event_isset(self, conn, effect: fx.EventIsSet, held) -> bool:
+    def event_isset(self, conn: Connection, effect: fx.EventIsSet) -> bool:
         return self._event(effect.name).event.is_set()
 
-    def event_wait(self, conn: Connection, effect: fx.EventWait, held) -> bool:
+    def event_wait(self, conn: Connection, effect: fx.EventWait) -> bool:
         named = self._event(effect.name)
         with self.names_lock:
             named.waiting += 1
@@ -382,7 +382,7 @@ class Server:
 
     # -- server-wide ----------------------------------------------------------
 
-    def reconfigure(self, conn, effect: fx.Reconfigure, held) -> None:
+    def reconfigure(self, conn: Connection, effect: fx.Reconfigure) -> None:
         if "pool_size" in effect.names:
             with self.books_lock:
                 self.state.ledger.size = self.config.pool_size
@@ -390,31 +390,27 @@ class Server:
         if "maxclients" in effect.names:
             self.client_slots.resize(self.config.maxclients)
 
-    def model_info(self, conn, effect, held) -> dict:
+    def model_info(self, conn: Connection, effect: fx.ModelInfo) -> dict:
         return {"threads_alive": threading.active_count(), "key_locks": len(self.key_locks),
                 "barriers": len(self.barriers), "events": len(self.events)}
 
-    def shutdown(self, conn, effect, held) -> None:
+    def shutdown(self, conn: Connection, effect: fx.Shutdown) -> None:
         self.stop()
 
     def stop(self) -> None:
         """Ask for a graceful stop; safe from any thread and from a signal handler."""
         self.stopping.set()
-        try:
+        with suppress(OSError):
             self._wake_writer.send(b"\0")
-        except OSError:
-            pass
 
     def _finish(self) -> None:
         """Stop accepting, let in-flight commands answer, close every connection."""
         self.listener.close()
         for conn in list(self.connections):
-            try:
-                # Reading ends (idle threads see end-of-file, blocked waits are
-                # interrupted by the watcher); writing still works for replies.
+            # Reading ends: idle threads see end-of-file, and a blocked wait ends as if
+            # its client had left; a command still running can send its reply.
+            with suppress(OSError):
                 conn.sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
         self._notify_lists()
         deadline = time.monotonic() + GRACE
         for thread in list(self.threads):
@@ -422,21 +418,5 @@ class Server:
         self.watcher.close()
 
 
-class _Blocked:
-    """While a command waits: earlier replies sent, INFO says blocked, hang-ups watched."""
-
-    def __init__(self, server: Server, conn: Connection, interrupt):
-        self.server, self.conn, self.interrupt = server, conn, interrupt
-
-    def __enter__(self):
-        self.conn.client.blocked = True
-        self.server.watcher.watch(self.conn.sock, self.conn.hung_up, self.interrupt)
-
-    def __exit__(self, *exc):
-        self.server.watcher.unwatch(self.conn.sock)
-        self.conn.client.blocked = False
-
-
 def _count_round(named: NamedBarrier) -> None:
     named.rounds += 1
-

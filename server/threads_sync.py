@@ -1,20 +1,93 @@
-"""Helpers the threaded model needs because a blocked thread can do nothing else.
+"""What the threaded model needs that `threading` lacks, mostly because a blocked
+thread can do nothing else.
 
+- `ReadersWriterLock`: many at once or one alone, built from a threading.Condition.
 - `ResizableSemaphore`: a threading.Semaphore whose size CONFIG SET can change.
-- `HangupWatcher`: one thread that notices when a blocked client hangs up.
+- `HangupWatcher`: one thread that notices when a blocked client hangs up;
+  `client_left` asks the socket itself, once a wait is over.
 - `wait_in_slices`: for primitives nobody can interrupt, wait a little at a time.
+- `KeyLocks`: a reentrant lock per key, forgotten when nobody uses it.
 """
 
 from __future__ import annotations
 
+import select
 import selectors
 import socket
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
+from contextlib import contextmanager, suppress
 
 SLICE = 0.05   # how often an uninterruptible wait looks up to check for a hang-up
+
+
+class ReadersWriterLock:
+    """Many holders at once (shared), or one alone (exclusive): the keyspace lock of
+    `striped` and `unordered`. Per-key commands hold it shared, side by side; a
+    command over the whole keyspace (FLUSHALL, KEYS, DBSIZE) holds it exclusive.
+
+    Python has no such lock, so this is the classic exercise: a count of holders
+    and one threading.Condition that whoever changes the count notifies. Writers
+    come first: once one waits, new readers wait behind it, or a steady stream of
+    INCRs would keep FLUSHALL waiting forever.
+
+    It is not reentrant: a reader asking again behind a waiting writer would wait
+    for a writer that waits for it (so nested guards never take it twice).
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._readers = 0           # holding it shared now
+        self._writer = False        # someone holds it exclusive
+        self._writers_waiting = 0   # while any wait, new readers wait too
+
+    def acquire_shared(self, timeout: float | None = None) -> bool:
+        with self._changed:
+            if not self._changed.wait_for(lambda: not self._writer and not self._writers_waiting,
+                                          timeout):
+                return False
+            self._readers += 1
+            return True
+
+    def release_shared(self) -> None:
+        with self._changed:
+            self._readers -= 1
+            if not self._readers:
+                self._changed.notify_all()   # a waiting writer may go now
+
+    def acquire_exclusive(self, timeout: float | None = None) -> bool:
+        with self._changed:
+            self._writers_waiting += 1
+            got = self._changed.wait_for(lambda: not self._writer and not self._readers, timeout)
+            self._writers_waiting -= 1
+            if got:
+                self._writer = True
+            else:
+                self._changed.notify_all()   # readers held back for this writer may go
+            return got
+
+    def release_exclusive(self) -> None:
+        with self._changed:
+            self._writer = False
+            self._changed.notify_all()   # the next writer, or else every waiting reader
+
+    @contextmanager
+    def shared(self):
+        self.acquire_shared()
+        try:
+            yield
+        finally:
+            self.release_shared()
+
+    @contextmanager
+    def exclusive(self):
+        self.acquire_exclusive()
+        try:
+            yield
+        finally:
+            self.release_exclusive()
 
 
 class ResizableSemaphore:
@@ -107,10 +180,8 @@ class HangupWatcher:
         self._thread.join(timeout=1)
 
     def _poke(self) -> None:
-        try:
+        with suppress(OSError):   # the wake-up buffer is full: the watcher is awake anyway
             self._wake_writer.send(b"\0")
-        except OSError:
-            pass   # the wake-up buffer is full: the watcher is awake anyway
 
     def _run(self) -> None:
         while not self._closed:
@@ -141,19 +212,30 @@ class HangupWatcher:
     def _check(self, sock: socket.socket, hung_up: threading.Event,
                interrupt: Callable[[], None] | None) -> None:
         self._selector.unregister(sock)
-        try:
-            gone = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:   # a spurious wake-up: keep watching
+        left = client_left(sock)
+        if left is None:   # a spurious wake-up: keep watching
             self._selector.register(sock, selectors.EVENT_READ, (hung_up, interrupt))
-            return
-        except OSError:
-            gone = True
-        # If the client sent more bytes instead, it is still there; we stop
-        # watching (it would keep the selector busy) and it is served later.
-        if gone:
+        elif left:
             hung_up.set()
             if interrupt is not None:
                 interrupt()
+        # Else it sent more bytes: it is still there. We stop watching (it would
+        # keep the selector busy) and it is served once its wait is over.
+
+
+def client_left(sock: socket.socket) -> bool | None:
+    """Has the client closed its end? Asked without waiting and without reading:
+    True (end of file, or a reset), False (it sent more bytes), None (nothing yet)."""
+    # Polled first: on a socket with an idle timeout, recv waits out the timeout
+    # even when told MSG_DONTWAIT.
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    if not poller.poll(0):
+        return None
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 class KeyLocks:
@@ -173,7 +255,7 @@ class KeyLocks:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def want(self, key: bytes) -> "KeyLock":
+    def want(self, key: bytes) -> KeyLock:
         with self._mutex:
             entry = self._entries.get(key)
             if entry is None:
@@ -181,7 +263,7 @@ class KeyLocks:
             entry.users += 1
             return entry
 
-    def _done_with(self, entry: "KeyLock") -> None:
+    def _done_with(self, entry: KeyLock) -> None:
         with self._mutex:
             entry.users -= 1
             if entry.users == 0:
