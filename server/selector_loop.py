@@ -1,188 +1,418 @@
-"""The selectors model: one thread, non-blocking sockets, waiting commands parked as continuations.
+"""The selectors model: one thread, non-blocking sockets, and a small trio written by hand.
 
-    connections   one selectors.DefaultSelector watches them all; past `maxclients` a
-                  connection is refused right after accept (Server._accept)
-    keyspace      `off`: nothing; `lock`: one hand-made reentrant Owner; `striped`/`unordered`:
-                  an Owner per key, a parked command queues for it (Server.guard)
-    lists         BLPOP parks in shared ListWaiters; a push hands it the item and wakes it (Server.pop_wait)
-    pool          the lease ledger's count and a FIFO of parked acquirers (Server.lease_acquire)
+    the loop      a ready queue, a timer heap and a selector (Loop): each turn sleeps until a
+                  socket or a deadline is ready, then runs every task that is (Loop.turn)
+    tasks         generators that park and are resumed with a value: one per connection
+                  (Server.converse), the accept loop (Server.accept), the stop (Server.main)
+    keyspace      `lock`: one hand-made reentrant Owner; `striped`/`unordered`: a hand-made
+                  ReadersWriterLock and an Owner per key, taken in the one order (Server.guard)
+    lists         BLPOP parks its task in shared ListWaiters; a push hands it the item and
+                  wakes it (Server.pop_wait, Server.pushed)
+    pool          a Semaphore: the permits and a FIFO of parked tasks (Server.lease_acquire)
     barriers      a Gathering: arrivals stay parked until the last one comes (Server.barrier_wait)
-    events        a Signal: a flag and the connections parked on it (Server.event_wait)
-    timeouts      a heap of deadlines decides how long select() may sleep (selector_sync.Timers)
-    slow readers  past OUTPUT_LIMIT unsent bytes a client's commands wait for it to read (Server._serve)
-    WORK          runs on the loop and stalls everyone; INFO counts it (shared/stalls.py)
-    shutdown      a `stopping` flag plus a wake-up socket that interrupts select() (Server.stop)
+    events        a Signal: a flag and the tasks parked on it (Server.event_wait)
+    hang-ups      a watcher task reads the socket of a blocked command; end of file cuts the
+                  wait short (Server.blocked)
+    slow readers  a task that cannot send its replies parks until the socket drains; meanwhile
+                  that client gets no more commands run (Server.send_all)
+    WORK          runs inside one turn and stalls everyone; INFO counts it (shared/stalls.py)
+    shutdown      a wake-up socket the main task waits on; then no new waits, GRACE for the
+                  rest (Server.main)
 
-Commands themselves live in shared/commands. When one yields an effect that
-cannot complete now, this loop does not block: it keeps the command's
-generator and sends it the result once it has one. The generator *is* the
-parked continuation. Nothing else ever runs between two of its yields, so a
-read-modify-write with no wait inside is atomic here with no lock at all.
+Why generators: a command that must wait (for a lock, a push, a timer)
+cannot block the one thread every client shares. So every wait *parks*
+the task: it puts itself in the queue of what it waits for and yields to
+the loop, which runs others meanwhile. Whoever frees that thing puts the
+task back on the ready queue with a value, and the task goes on from the
+`yield` as if it had called a blocking function. The code of a connection
+reads straight down (server/trio_server.py is the same story with `await`,
+and trio scheduling it); only who resumes it differs. Nothing else runs
+between two parks, so a read-modify-write with no wait inside is atomic
+here with no lock at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import selectors
 import socket
 import time
 from collections import deque
-from functools import partial
-from types import GeneratorType
+from collections.abc import Generator
+from inspect import isgeneratorfunction
+from typing import Any
 
 from contend.server import open_listener
-from contend.server.selector_sync import Gathering, Owner, Signal, Timers
+from contend.server.selector_sync import (
+    CUT_SHORT,
+    TIMED_OUT,
+    BrokenBarrierError,
+    Gathering,
+    KeyLocks,
+    Owner,
+    ReadersWriterLock,
+    Semaphore,
+    Signal,
+    Timers,
+)
 from contend.shared import effects as fx
-from contend.shared.commands import dispatch
 from contend.shared.commands.events import BarrierView, broken, parties_mismatch
+from contend.shared.guards import EXCLUSIVE, KEY, KEYSPACE, SHARED, key_steps
+from contend.shared.session import CLOSE, FLUSH, NEED_DATA, Call, Session
 from contend.shared.stalls import LoopStalls
-from contend.shared.resp import ProtocolError, ReplyError, RequestParser, encode
 from contend.shared.state import ServerState
 from contend.shared.waiters import ListWaiter
 
 log = logging.getLogger("contend.selectors")
 
-RECV_SIZE = 16 * 1024     # as Redis reads: a bigger buffer costs every small read more than it saves
+RECV_SIZE = 16 * 1024     # as Redis reads: a bigger buffer costs small reads more than it saves
 GRACE = 2.0               # seconds in-flight commands get to finish at shutdown
-OUTPUT_LIMIT = 1 << 20    # unsent reply bytes past which a client's commands wait for it to read
-WATCH_LIMIT = 1 << 20     # bytes a parked client may pipeline before we stop reading it
-ACCEPT_BATCH = 64         # accepts per iteration, so a connection storm cannot starve the rest
-IDLE_SWEEP = 0.25         # seconds between looks for clients idle past `timeout`
-PARKED = object()         # what performing an effect returns when the command must wait
+WATCH_LIMIT = 1 << 20     # bytes a blocked client may pipeline before we stop reading it
+ACCEPT_BATCH = 64         # accepts per wake-up, so a connection storm cannot starve the rest
+ACCEPT_PAUSE = 0.1        # seconds to look away from the listener when out of descriptors
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
-class Connection:
-    __slots__ = ("sock", "client", "parser", "out", "unsent", "out_size", "interest", "steps",
-                 "held", "timer", "on_time", "leave", "blocking", "hung_up", "paused", "closed",
-                 "last_active")
+# -- the scheduler -----------------------------------------------------------------
 
-    def __init__(self, sock: socket.socket, client, now: float):
+class Task:
+    """One generator the loop runs, and where it is parked."""
+
+    __slots__ = ("steps", "parked", "leave", "deadline", "done")
+
+    def __init__(self, steps: Generator[None, Any, Any]):
+        self.steps = steps
+        self.parked = False   # waiting for wake() or cancel(); not on the ready queue
+        self.leave = None     # takes it out of the queue it waits in, if cancelled instead
+        self.deadline = None  # its Timers entry while a park has a timeout
+        self.done = False
+
+
+class Watched:
+    """A socket the selector watches: the task waiting to read it, and the one waiting to write.
+
+    The selector keeps watching for what a task waited for after the wait is
+    over: the next wait, usually a moment later, then costs no system call.
+    Only when it fires with nobody waiting is it dropped (the selector is
+    level-triggered: it would fire again every turn)."""
+
+    __slots__ = ("sock", "events", "reader", "writer")
+
+    def __init__(self, sock: socket.socket):
         self.sock = sock
-        self.client = client
-        self.parser = RequestParser()
-        self.out: list[bytes] = []   # replies not yet offered to the socket
-        self.unsent = None           # what the last send() left over; we wait for EVENT_WRITE
-        self.out_size = 0            # bytes in both: the back-pressure gauge
-        self.interest = READ         # what the selector watches this socket for now
-        self.steps = None            # the generator of the command in flight, running or parked
-        self.held: list[Owner] = []  # guards granted to that command, given back when it ends
-        self.timer = None            # its one deadline while parked (a Timers entry)
-        self.on_time = None          # what happens at that deadline
-        self.leave = None            # takes it out of the queue it waits in, if it must go early
-        self.blocking = False        # parked in a blocking effect: a hang-up ends the wait
-        self.hung_up = False         # gone mid-command: close once that command has ended
-        self.paused = False          # too many unsent replies: run no more until it reads
-        self.closed = False
-        self.last_active = now
+        self.events = 0                    # what the selector watches it for now
+        self.reader: Task | None = None
+        self.writer: Task | None = None
+
+    def forget(self, task: Task) -> None:
+        if self.reader is task:
+            self.reader = None
+        if self.writer is task:
+            self.writer = None
+
+
+class Loop:
+    """The scheduler: a ready queue, a timer heap and a selector, and nothing else.
+
+    A task yields to the loop only by parking (`park`); the loop resumes it
+    with whatever value its waker sends. Waiting for a socket, for a time or
+    for a primitive are all parks, written as generators the task enters with
+    `yield from`. This is trio's low level in miniature (wait_task_rescheduled,
+    reschedule, wait_readable) without the cancel scopes and the nurseries.
+    """
+
+    def __init__(self) -> None:
+        self.ready: deque[tuple[Task, Any]] = deque()   # (task, value to resume it with)
+        self.timers = Timers()
+        self.selector = selectors.DefaultSelector()
+        self.watched: dict[socket.socket, Watched] = {}
+        self.current: Task | None = None   # the task running now
+        self.living = 0                    # tasks started and not yet ended
+        self.stalls = LoopStalls()
+
+    def spawn(self, steps: Generator[None, Any, Any]) -> Task:
+        """Start a task: it first runs in the next batch of the ready queue."""
+        task = Task(steps)
+        self.living += 1
+        self.ready.append((task, None))
+        return task
+
+    def run(self, main: Generator[None, Any, Any]) -> None:
+        """Turn until `main` ends."""
+        task = self.spawn(main)
+        while not task.done:
+            self.turn()
+
+    def turn(self) -> None:
+        """One iteration: sleep until a socket or a deadline is ready, then run all that is."""
+        timeout = 0 if self.ready else self.timers.timeout(time.monotonic())
+        events = self.selector.select(timeout)
+        started = time.monotonic()
+        for key, mask in events:
+            self._io_ready(key.data, mask)
+        for task in self.timers.due(started):
+            self.cancel(task, TIMED_OUT)
+        self.run_ready()
+        # A WORK command ran inside this turn, start to end: nobody else was served
+        # meanwhile, and this is the one place that can see how long that was.
+        self.stalls.note(time.monotonic() - started)
+
+    def run_ready(self) -> None:
+        """Run the tasks ready now; those they wake run next turn, after a look at the sockets."""
+        ready = self.ready
+        for _ in range(len(ready)):
+            task, value = ready.popleft()
+            if task.done:
+                continue   # killed while it waited on this queue
+            self.current = task
+            try:
+                if isinstance(value, BaseException):
+                    task.steps.throw(value)
+                else:
+                    task.steps.send(value)
+            except StopIteration:
+                self._ended(task)
+            except Exception:
+                self._ended(task)
+                log.exception("a task failed; the loop goes on")
+        self.current = None
+
+    def _ended(self, task: Task) -> None:
+        task.done = True
+        self.living -= 1
+
+    # -- parking and waking: what every wait is made of
+
+    def park(self, leave=None, timeout: float | None = None):
+        """Suspend the running task until wake() or cancel() resumes it; returns the value sent.
+
+        The caller has put the task where its waker will find it (a lock's
+        queue, a socket's reader). `leave(task)` takes it out again should it
+        be cancelled instead; after `timeout` seconds (None: no limit) it is,
+        with TIMED_OUT."""
+        task = self.current
+        task.parked, task.leave = True, leave
+        if timeout is not None:
+            task.deadline = self.timers.after(timeout, task)
+        return (yield)
+
+    def wake(self, task: Task, value: Any = None) -> None:
+        """Put a parked task back on the ready queue; its park returns `value` (raises it, if an
+        exception). Whoever wakes it has already taken it out of the queue it waited in."""
+        task.parked, task.leave = False, None
+        if task.deadline is not None:
+            self.timers.cancel(task.deadline)
+            task.deadline = None
+        self.ready.append((task, value))
+
+    def cancel(self, task: Task, value: Any) -> bool:
+        """End a park early (its timeout, its client hanging up, shutdown): out of its queue,
+        then resumed with `value`. False when it is not parked: its wait has just ended."""
+        if not task.parked:
+            return False
+        if task.leave is not None:
+            task.leave(task)
+        self.wake(task, value)
+        return True
+
+    def kill(self, task: Task | None) -> None:
+        """End a task where it stands (out of any queue); its `finally` blocks run now."""
+        if task is None or task.done:
+            return
+        if task.parked:
+            self.cancel(task, None)   # the ready queue skips it: it is done
+        self._ended(task)
+        task.steps.close()
+
+    def sleep(self, seconds: float):
+        """Park for `seconds`; returns None, or CUT_SHORT if cancelled first."""
+        outcome = yield from self.park(timeout=seconds)
+        return None if outcome is TIMED_OUT else outcome
+
+    # -- sockets
+
+    def wait_readable(self, sock: socket.socket, timeout: float | None = None):
+        """Park until `sock` has bytes (or end of file) to read: None, or TIMED_OUT/CUT_SHORT."""
+        watched = self._watch(sock, READ)
+        watched.reader = self.current
+        return (yield from self.park(watched.forget, timeout))
+
+    def wait_writable(self, sock: socket.socket):
+        watched = self._watch(sock, WRITE)
+        watched.writer = self.current
+        return (yield from self.park(watched.forget))
+
+    def forget(self, sock: socket.socket) -> None:
+        """Stop watching a socket; before it is closed."""
+        watched = self.watched.pop(sock, None)
+        if watched is not None and watched.events:
+            self.selector.unregister(sock)
+
+    def _watch(self, sock: socket.socket, event: int) -> Watched:
+        watched = self.watched.get(sock)
+        if watched is None:
+            watched = self.watched[sock] = Watched(sock)
+        if not watched.events & event:
+            self._interest(watched, watched.events | event)
+        return watched
+
+    def _io_ready(self, watched: Watched, mask: int) -> None:
+        unwanted = 0
+        if mask & READ:
+            if watched.reader is None:
+                unwanted |= READ
+            else:
+                self.wake(watched.reader)
+                watched.reader = None
+        if mask & WRITE:
+            if watched.writer is None:
+                unwanted |= WRITE
+            else:
+                self.wake(watched.writer)
+                watched.writer = None
+        if watched.events & unwanted:
+            self._interest(watched, watched.events & ~unwanted)
+
+    def _interest(self, watched: Watched, events: int) -> None:
+        if not watched.events:
+            self.selector.register(watched.sock, events, watched)
+        elif not events:
+            self.selector.unregister(watched.sock)
+        else:
+            self.selector.modify(watched.sock, events, watched)
+        watched.events = events
+
+
+# -- the server ------------------------------------------------------------------------
+
+class Connection:
+    """One client: its socket, its session, and the task that converses with it."""
+
+    __slots__ = ("sock", "session", "client", "task", "held", "watcher", "interruptible",
+                 "paused")
+
+    def __init__(self, sock: socket.socket, session: Session):
+        self.sock = sock
+        self.session = session
+        self.client = session.client
+        self.task: Task | None = None
+        # How to give back each lock the running command holds, in the order taken.
+        self.held: list = []
+        self.watcher: Task | None = None   # reads the socket while a blocking command waits
+        self.interruptible = False   # parked where stop() may cut it short: between
+                                     # requests, or in a blocking command
+        self.paused = False          # parked until the client reads what it was sent
+
+
+def at_once(perform):
+    """A performer that never waits, as a generator that returns at once (for `yield from`)."""
+    def performer(conn: Connection, effect: fx.Effect[Any]):
+        return perform(conn, effect)
+        yield   # never reached: it only makes this function a generator
+    return performer
 
 
 class Server:
     def __init__(self, config):
         self.config = config
         self.state = ServerState(config)
-        # `lock` mode's one guard over the keyspace; the lists are guarded by it too, as in threads.py.
-        self.keyspace_lock = Owner()
-        self.key_locks: dict[bytes, Owner] = {}
-        self.lease_queue: deque[Connection] = deque()   # parked POOL.ACQUIREs, oldest first
+        self.loop = loop = Loop()
+        # The lock order (shared/guards.py), one primitive per rung. `lock` mode's one
+        # lock must be reentrant: BANK.TRANSFER takes it again inside its own guard.
+        self.keyspace_lock = Owner(loop)
+        # `striped`/`unordered`: per-key commands share it, whole-keyspace ones hold it
+        # alone, so FLUSHALL cannot land between an INCR's read and its write.
+        self.keyspace_rw = ReadersWriterLock(loop)
+        self.key_locks = KeyLocks(loop)
+        # The lists' lock, last on the ladder. Between a pop finding nothing and its
+        # waiter registering nothing else runs here; the rung stays for the order's sake.
+        self.lists_lock = Owner(loop)
+        self.leases = Semaphore(loop, config.pool_size)
         self.barriers: dict[bytes, Gathering] = {}
         self.events: dict[bytes, Signal] = {}
-        self.timers = Timers()
-        # A woken continuation runs from here, after the command that woke it has ended:
-        # that one may still hold guards, and resuming a command inside another would
-        # nest them without bound.
-        self.ready: deque = deque()
         self.connections: set[Connection] = set()
-        self.stalls = LoopStalls()
-        self.selector = selectors.DefaultSelector()
+        self.all_closed = Signal(loop)   # set once stopping and the last connection is gone
         self.listener: socket.socket | None = None
-        self.stopping = False   # the shutdown event: set from anywhere, read once per iteration
-        self.draining = False
-        self.now = time.monotonic()
+        self.stop_requested = False   # set from anywhere, a signal handler too; main() acts on it
+        self.stopping = False         # main() is stopping: no new requests, no new waits
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_writer.setblocking(False)   # a signal handler must never block on it
-        self.perform = fx.performers(self)
+        self._wake_reader.setblocking(False)
+        self.perform = {effect: method if isgeneratorfunction(method) else at_once(method)
+                        for effect, method in fx.performers(self).items()}
 
-    # -- the loop -------------------------------------------------------------
+    # -- accepting, and stopping ------------------------------------------------------
 
     def listen(self) -> None:
         self.listener = open_listener(self.config, self.stop)
 
     def serve_forever(self) -> None:
         self.listener.setblocking(False)
-        self._wake_reader.setblocking(False)
-        self.selector.register(self.listener, READ)
-        self.selector.register(self._wake_reader, READ)
-        self.timers.after(IDLE_SWEEP, self._close_idle)
-        while not self.stopping:
-            self._turn()
-        self._finish()
+        try:
+            self.loop.run(self.main())
+        finally:
+            self.loop.selector.close()
 
-    def _turn(self, limit: float | None = None) -> None:
-        """One iteration: sleep until a socket or a deadline is ready, then serve all that is."""
-        timeout = 0 if self.ready else self.timers.timeout(time.monotonic())
-        if limit is not None:
-            timeout = limit if timeout is None else min(timeout, limit)
-        events = self.selector.select(timeout)
-        self.now = started = time.monotonic()
-        for key, mask in events:
-            conn = key.data
-            if conn is None:
-                self._accept() if key.fileobj is self.listener else self._drain_wakeups()
-                continue
-            if mask & WRITE:
-                self._flush(conn)
-            if mask & READ and not conn.closed:
-                self._on_readable(conn)
-        self.timers.run_due(started)
-        ready = self.ready
-        for _ in range(len(ready)):   # what these wake waits for the next iteration
-            resume, conn, steps, value = ready.popleft()
-            if conn.steps is steps and not conn.closed:
-                resume(conn, value)
-        # A WORK command ran inside this iteration, start to end: nobody else was
-        # served meanwhile, and this is the one place that can see how long that was.
-        self.stalls.note(time.monotonic() - started)
+    def main(self):
+        """The first task and the last: accept until asked to stop, then stop gracefully."""
+        loop = self.loop
+        accepting = loop.spawn(self.accept())
+        while not self.stop_requested:
+            yield from loop.wait_readable(self._wake_reader)
+            self._drain_wakeups()
+        # Accept no more, cut short every wait for a request or in a blocking command,
+        # and give the commands in flight GRACE seconds to answer.
+        self.stopping = True
+        loop.kill(accepting)
+        loop.forget(self.listener)
+        self.listener.close()
+        for conn in list(self.connections):
+            if conn.interruptible:
+                loop.cancel(conn.task, CUT_SHORT)
+        if self.connections and (yield from self.all_closed.wait(GRACE)) is TIMED_OUT:
+            for conn in list(self.connections):
+                loop.kill(conn.task)   # closed where they stand
 
-    def _accept(self) -> None:
-        for _ in range(ACCEPT_BATCH):
-            try:
-                sock, address = self.listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as error:
-                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors: look away from the listener a while (sleeping
-                    # would stall every client) and let connections close meanwhile.
-                    log.warning("accept failed (%s); retrying shortly", error.strerror)
-                    self.selector.unregister(self.listener)
-                    self.timers.after(0.1, self._accept_again)
-                    return
-                if error.errno == errno.ECONNABORTED:
-                    continue
-                raise
-            # Counted before any state exists for it; with no threads to cap, the
-            # number of open connections is the only measure of maxclients.
-            if len(self.connections) >= self.config.maxclients:
-                self.state.stats.rejected_connections += 1
+    def accept(self):
+        """The accept loop, a task like any other."""
+        listener = self.listener
+        while True:
+            yield from self.loop.wait_readable(listener)
+            for _ in range(ACCEPT_BATCH):
                 try:
-                    sock.send(b"-ERR max number of clients reached\r\n")
-                except OSError:
-                    pass
-                sock.close()
-                continue
+                    sock, address = listener.accept()
+                except BlockingIOError:
+                    break
+                except OSError as error:
+                    if error.errno == errno.ECONNABORTED:
+                        continue   # gone before we took it
+                    # Out of descriptors (EMFILE), most likely: a pause lets connections
+                    # close, and the loop serves everyone meanwhile (time.sleep would not).
+                    log.warning("accept failed (%s); retrying shortly", error.strerror)
+                    yield from self.loop.sleep(ACCEPT_PAUSE)
+                    break
+                self.admit(sock, address)
+
+    def admit(self, sock: socket.socket, address) -> None:
+        # With no threads to cap, the number of open connections is the measure of maxclients.
+        if len(self.connections) >= self.config.maxclients:
+            with contextlib.suppress(OSError):
+                sock.send(self.state.refuse())   # the one line Redis sends before closing
+            sock.close()
+            return
+        try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            laddr = sock.getsockname()
-            client = self.state.connect(f"{address[0]}:{address[1]}", f"{laddr[0]}:{laddr[1]}")
-            conn = Connection(sock, client, self.now)
-            self.connections.add(conn)
-            self.selector.register(sock, READ, conn)
-
-    def _accept_again(self, _) -> None:
-        if not self.draining:
-            self.selector.register(self.listener, READ)
+            local = sock.getsockname()
+        except OSError:   # gone already
+            sock.close()
+            return
+        conn = Connection(sock, Session(self.state, f"{address[0]}:{address[1]}",
+                                        f"{local[0]}:{local[1]}"))
+        self.connections.add(conn)
+        conn.task = self.loop.spawn(self.serve_connection(conn))
 
     def _drain_wakeups(self) -> None:
         try:
@@ -191,441 +421,253 @@ class Server:
         except BlockingIOError:
             pass
 
-    # -- one connection: bytes in, commands run, replies out ---------------------
+    def stop(self) -> None:
+        """Ask for a graceful stop; safe from any thread and from a signal handler."""
+        self.stop_requested = True
+        with contextlib.suppress(OSError):   # full: the loop is awake anyway
+            self._wake_writer.send(b"\0")      # select() may be asleep with no deadline
 
-    def _on_readable(self, conn: Connection) -> None:
+    # -- one connection: the session's read loop, in one task ------------------------------
+
+    def serve_connection(self, conn: Connection):
+        """One connection's task. A bug here closes this connection only; the loop goes on."""
+        try:
+            yield from self.converse(conn)
+        except Exception:
+            log.exception("a connection failed; closing it")
+        finally:
+            self._close(conn)
+
+    def converse(self, conn: Connection):
+        """Requests in, commands run, replies out, until the session says CLOSE.
+
+        The read loop of shared/session.py; every wait in it parks this task."""
+        session = conn.session
+        while (event := session.next_event()) is not CLOSE:
+            if event is NEED_DATA:
+                yield from self.send_all(conn, session.data_to_send())   # answered, then wait
+                session.receive_data((yield from self.next_request(conn)))
+            elif event is FLUSH:
+                yield from self.send_all(conn, session.data_to_send())
+            else:
+                yield from self.drive(conn, event)
+        yield from self.send_all(conn, session.data_to_send())
+
+    def drive(self, conn: Connection, call: Call):
+        """Run one command: perform each effect it yields here, and send back its result."""
+        perform, value = self.perform, None
+        try:
+            while (effect := call.send(value)) is not None:
+                if effect.blocking and self.stopping:
+                    value = CUT_SHORT   # no new waits once the server is stopping
+                else:
+                    try:
+                        value = yield from perform[type(effect)](conn, effect)
+                    except Exception as error:   # a ReplyError fails the command with its
+                        value = error            # reply; anything else is a bug, answered so
+                if value is CUT_SHORT:   # its client left, or the server stops, while it waited
+                    call.cancel()
+                    return
+        finally:
+            self.release_guards(conn)
+
+    def next_request(self, conn: Connection):
+        """The client's next bytes; b"" when it has left, stayed idle past `timeout`
+        (Redis closes an idle client without a word) or the server is stopping."""
+        if self.stopping:
+            return b""
+        conn.interruptible = True
+        try:
+            return (yield from self.receive(conn, self.config.timeout))
+        finally:
+            conn.interruptible = False
+
+    def receive(self, conn: Connection, timeout: float = 0):
+        """Bytes from the socket, once there are some; b"" at end of file or if the wait ends."""
+        while True:
+            if (yield from self.loop.wait_readable(conn.sock, timeout or None)) is not None:
+                return b""   # TIMED_OUT or CUT_SHORT
+            try:
+                return conn.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue   # a spurious wake-up: nothing to read after all
+            except OSError:
+                return b""
+
+    def send_all(self, conn: Connection, data: bytes):
+        """Send it all, parking while the socket's buffer is full. A client that reads
+        slower than it asks gets nothing more run meanwhile: that is the back-pressure."""
+        while data:
+            try:
+                sent = conn.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                conn.session.connection_lost()   # it vanished mid-reply; nothing to tell it
+                return
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+            conn.paused = True
+            yield from self.loop.wait_writable(conn.sock)
+            conn.paused = False
+
+    def _close(self, conn: Connection) -> None:
+        if conn.session.call is not None:   # the task failed or was killed mid-command
+            conn.session.call.cancel()
+        self.release_guards(conn)
+        self.loop.forget(conn.sock)
+        conn.sock.close()
+        conn.session.close()
+        self.connections.discard(conn)
+        if self.stopping and not self.connections:
+            self.all_closed.set()
+
+    # -- blocking commands: waits a hang-up or shutdown may cut short ----------------------
+
+    def blocked(self, conn: Connection, waiting):
+        """Run the wait `waiting` (a generator) while a watcher task reads the client's socket.
+
+        While its command waits, the connection's task is not reading, so on
+        its own it would not see the client leave. The watcher reads instead:
+        end of file cuts the wait short; bytes that arrive meanwhile (the next
+        pipelined command) are kept by the session. Returns what `waiting`
+        returns, or CUT_SHORT when the client hung up or the server stops.
+        """
+        conn.client.blocked = conn.interruptible = True
+        watcher = conn.watcher = self.loop.spawn(self.watch_for_hangup(conn, self.loop.current))
+        try:
+            return (yield from waiting)
+        finally:
+            conn.client.blocked = conn.interruptible = False
+            conn.watcher = None
+            if not watcher.done:   # (done: the client left, or sent WATCH_LIMIT bytes)
+                self.loop.kill(watcher)
+                self.last_look(conn)
+
+    def watch_for_hangup(self, conn: Connection, waiting: Task):
+        session = conn.session
+        while session.buffered < WATCH_LIMIT:
+            data = yield from self.receive(conn)
+            session.receive_data(data)   # b"": the client has left, and the session knows it
+            if not data:
+                self.loop.cancel(waiting, CUT_SHORT)   # a no-op if its wait has just ended
+                return
+        # Past the limit we stop reading; TCP's flow control holds back the rest.
+
+    def last_look(self, conn: Connection) -> None:
+        """Read what the client sent as its wait ended. A client that left as it was
+        served, in the same turn, gets its item handed back (shared/session.py), not
+        sent into the void."""
+        if conn.session.buffered >= WATCH_LIMIT:
+            return
         try:
             data = conn.sock.recv(RECV_SIZE)
         except BlockingIOError:
             return
         except OSError:
             data = b""
-        if not data:
-            self._hung_up(conn)
-            return
-        conn.last_active = self.now
-        conn.parser.feed(data)
-        if conn.steps is None:
-            self._serve(conn)
-        elif conn.parser.buffered > WATCH_LIMIT:
-            self._watch(conn)   # buffered, not run, while its command waits; enough is enough
-
-    def _serve(self, conn: Connection, _=None) -> None:
-        """Run what this client sent, in order, until a command parks or its replies pile up."""
-        parser, client = conn.parser, conn.client
-        parser.max_bulk = self.config.proto_max_bulk_len
-        conn.paused = False
-        while conn.out_size < OUTPUT_LIMIT:
-            try:
-                argv = parser.next_command()
-            except ProtocolError as error:
-                self._reply(conn, error.reply)
-                client.closing = True
-                break
-            if argv is None:
-                break
-            reply = self._execute(conn, argv)
-            if reply is PARKED:
-                break
-            self._reply(conn, encode(reply))
-            if client.closing:
-                break
-        else:
-            # Back-pressure: a client that pipelines faster than it reads gets no more
-            # commands run (and no more bytes read) until its replies drain.
-            conn.paused = True
-        # One send for all the replies of this batch; and before a command parks,
-        # the replies of those before it go out.
-        self._flush(conn)
-
-    def _execute(self, conn: Connection, argv: list[bytes]):
-        try:
-            outcome = dispatch(conn.client, argv)
-        except Exception:   # a bug in one command must not stop the loop every client shares
-            log.exception("command %r failed", argv[:1])
-            return ReplyError("ERR internal error")
-        if type(outcome) is not GeneratorType:
-            return outcome
-        conn.steps = outcome
-        return self._advance(conn, None)
-
-    def _advance(self, conn: Connection, value, error: ReplyError | None = None):
-        """Run a command's steps until one must wait (PARKED) or the command ends (its reply)."""
-        steps, perform = conn.steps, self.perform
-        try:
-            if error is not None:
-                raise error
-            while True:
-                effect = steps.send(value)
-                value = perform[type(effect)](conn, effect)
-                if value is PARKED:
-                    return PARKED
-        except StopIteration as done:
-            reply = done.value
-        except ReplyError as failed:
-            reply = failed
-            steps.close()
-        except Exception:
-            log.exception("command failed")
-            reply = ReplyError("ERR internal error")
-            steps.close()
-        conn.steps = None
-        if conn.held:
-            self._give_back_guards(conn)
-        return reply
-
-    def _resume(self, conn: Connection, value) -> None:
-        reply = self._advance(conn, value)
-        if reply is not PARKED:
-            self._answer(conn, reply)
-
-    def _throw(self, conn: Connection, error: ReplyError) -> None:
-        self._answer(conn, self._advance(conn, None, error))
-
-    def _answer(self, conn: Connection, reply) -> None:
-        """A parked command has ended: reply, then go on with what the client sent meanwhile."""
-        if conn.hung_up:
-            self._close(conn)
-            return
-        self._reply(conn, encode(reply))
-        if self.draining:
-            conn.client.closing = True
-            self._flush(conn)
-        else:
-            self._serve(conn)
-
-    def _reply(self, conn: Connection, data: bytes) -> None:
-        conn.out.append(data)
-        conn.out_size += len(data)
-
-    def _flush(self, conn: Connection) -> None:
-        """Send what the socket takes now; the rest waits for EVENT_WRITE."""
-        sent = 0
-        while True:
-            data = conn.unsent
-            if data is None:
-                if not conn.out:
-                    break
-                data = conn.out[0] if len(conn.out) == 1 else b"".join(conn.out)
-                conn.out = []
-            try:
-                sent = conn.sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._close(conn)   # the client vanished mid-reply; nothing to tell it
-                return
-            conn.out_size -= sent
-            if sent < len(data):
-                conn.unsent = memoryview(data)[sent:]
-                break
-            conn.unsent = None
-        if conn.out_size == 0 and conn.client.closing:
-            self._close(conn)
-            return
-        if sent:
-            conn.last_active = self.now
-        if conn.paused and conn.out_size == 0 and not self.draining:
-            # Only once all is sent, so a client that reads slowly stays paused rather
-            # than flapping; and next iteration, not now, so everyone gets a turn between batches.
-            conn.paused = False
-            self.ready.append((self._serve, conn, None, None))
-        if conn.interest != READ or conn.unsent is not None or conn.paused or self.draining:
-            self._watch(conn)   # (the usual case, reading and all sent, needs no change)
-
-    def _watch(self, conn: Connection) -> None:
-        """Tell the selector what this connection waits for now: requests, room to send, or neither."""
-        want = 0 if conn.unsent is None else WRITE
-        if not (conn.paused or conn.hung_up or conn.client.closing or self.draining
-                or (conn.steps is not None and conn.parser.buffered > WATCH_LIMIT)):
-            want |= READ
-        if want != conn.interest:
-            if not want:
-                self.selector.unregister(conn.sock)
-            elif not conn.interest:
-                self.selector.register(conn.sock, want, conn)
-            else:
-                self.selector.modify(conn.sock, want, conn)
-            conn.interest = want
-
-    def _hung_up(self, conn: Connection) -> None:
-        if conn.steps is not None and not conn.blocking:
-            # Mid-command (a race window, a lock queue): it runs to its end, so
-            # nothing is left half-applied, and then the connection closes.
-            conn.hung_up = True
-            self._watch(conn)
-        else:
-            self._close(conn)
-
-    def _close(self, conn: Connection) -> None:
-        if conn.closed:
-            return
-        conn.closed = True
-        if conn.steps is not None:
-            self._drop(conn)
-        if conn.interest:
-            self.selector.unregister(conn.sock)
-            conn.interest = 0
-        conn.sock.close()
-        self.connections.discard(conn)
-        for lease in self.state.disconnect(conn.client):
-            self._give_back(lease, conn.client.id)
-
-    def _close_idle(self, _) -> None:
-        self.timers.after(IDLE_SWEEP, self._close_idle)
-        limit = self.config.timeout   # read every time: CONFIG SET timeout applies at once
-        if limit:
-            cutoff = time.monotonic() - limit
-            # A client in a command (blocked in BLPOP, say) is waiting on us, not idle.
-            for conn in [c for c in self.connections if c.steps is None and c.last_active < cutoff]:
-                self._close(conn)   # Redis closes an idle client without a word
-
-    # -- parking a command, and waking it ---------------------------------------
-
-    def _at(self, conn: Connection, seconds: float, on_time) -> None:
-        """At `seconds` from now, call on_time(conn): a timeout, a SLEEP's end, a window's close."""
-        conn.on_time = on_time
-        conn.timer = self.timers.after(seconds, self._time_up, conn)
-
-    def _time_up(self, conn: Connection) -> None:
-        on_time, conn.timer, conn.on_time = conn.on_time, None, None
-        on_time(conn)
-
-    def _wait(self, conn: Connection, timeout: float | None, leave, on_time):
-        """Park in a blocking effect: `leave(conn)` takes it out of its queue, `on_time` ends it."""
-        conn.blocking = conn.client.blocked = True
-        conn.leave = leave
-        if timeout is not None:
-            self._at(conn, timeout, on_time)
-        if conn.hung_up:   # left while queued for a guard: nobody is left to wait for
-            self.ready.append((self._close_now, conn, conn.steps, None))
-        return PARKED
-
-    def _close_now(self, conn: Connection, _) -> None:
-        self._close(conn)
-
-    def _unpark(self, conn: Connection) -> None:
-        if conn.timer is not None:
-            self.timers.cancel(conn.timer)
-            conn.timer = conn.on_time = None
-        conn.leave = None
-        conn.blocking = conn.client.blocked = False
-
-    def _wake(self, conn: Connection, value) -> None:
-        self._unpark(conn)
-        self.ready.append((self._resume, conn, conn.steps, value))
-
-    def _wake_failing(self, conn: Connection, error: ReplyError) -> None:
-        self._unpark(conn)
-        self.ready.append((self._throw, conn, conn.steps, error))
-
-    def _give_up(self, conn: Connection, value) -> None:
-        """The wait timed out: out of its queue, and on with `value` (a null, a 0)."""
-        if conn.leave is not None:
-            conn.leave(conn)
-        self._unpark(conn)
-        self._resume(conn, value)
-
-    def _drop(self, conn: Connection) -> None:
-        """The client is gone (or the server stopping): forget its parked command."""
-        if conn.leave is not None:
-            conn.leave(conn)
-        self._unpark(conn)
-        conn.steps.close()
-        conn.steps = None
-        if conn.held:
-            self._give_back_guards(conn)
-
-    # -- guards: what each sync mode means with no threads -------------------------
-
-    def guard(self, conn: Connection, effect: fx.Guard):
-        mode = conn.client.sync   # the mode this command started in, for all its guards
-        if mode == "off":
-            return None   # no guard: commands parked in their race windows interleave
-        if mode == "lock" or effect.keys is fx.ALL_KEYS:
-            return self.lists_guard(conn, effect)
-        return self._take(conn, mode, fx.lock_order(mode, effect.keys), 0, False)
-
-    def lists_guard(self, conn: Connection, effect):
-        lock = self.keyspace_lock
-        if lock.take(conn):
-            conn.held.append(lock)
-            return None
-        return self._take(conn, "lock", None, 0, False)
-
-    def _take(self, conn: Connection, mode: str, keys, position: int, windowed: bool):
-        """Take the locks of `keys` (None: the keyspace's) in order from `position`;
-        PARKED while one belongs to another command."""
-        while position < (1 if keys is None else len(keys)):
-            if mode == "unordered" and position and not windowed and self.config.race_window_us:
-                # Hold the first lock a while, so a crossing transfer takes its own meanwhile.
-                self._at(conn, self.config.race_window,
-                         partial(self._granted, then=partial(self._take, mode=mode, keys=keys,
-                                                             position=position, windowed=True)))
-                return PARKED
-            # Looked up only now: a key's lock exists only while someone holds or wants it.
-            if keys is None:
-                lock = self.keyspace_lock
-            else:
-                key = keys[position]
-                lock = self.key_locks.get(key) or self.key_locks.setdefault(key, Owner(key))
-            windowed = False
-            position += 1
-            if lock.take(conn):
-                conn.held.append(lock)
-                continue
-            then = partial(self._take, mode=mode, keys=keys, position=position, windowed=False)
-            entry = (conn, then)
-            lock.queue.append(entry)
-            conn.leave = lambda _, lock=lock, entry=entry: lock.queue.remove(entry)
-            if mode == "unordered":
-                self._at(conn, self.config.deadlock_timeout_ms / 1000,
-                         partial(self._deadlocked, key=keys[position - 1], order=keys))
-            return PARKED
-        return None
-
-    def _granted(self, conn: Connection, then=None) -> None:
-        if then is None or then(conn) is not PARKED:
-            self._resume(conn, None)
-
-    def _deadlocked(self, conn: Connection, key: bytes, order: list) -> None:
-        """Waited deadlock-timeout-ms for a lock: give back what it holds, change nothing."""
-        conn.leave(conn)
-        conn.leave = None
-        self.state.stats.deadlocks += 1
-        self._throw(conn, fx.deadlock(key, order, self.config.deadlock_timeout_ms))
-
-    def _give_back_guards(self, conn: Connection) -> None:
-        held = conn.held
-        while held:
-            lock = held.pop()
-            waiter = lock.give_back()
-            if waiter is not None:
-                other, then = waiter
-                other.held.append(lock)
-                self._unpark(other)   # stops its deadlock clock
-                self.ready.append((self._granted, other, other.steps, then))
-            elif lock.owner is None and lock.key is not None:
-                del self.key_locks[lock.key]   # free and unwanted: locks for keys in use only
-
-    def race_window(self, conn: Connection, effect):
-        if not self.config.race_window_us:
-            return None   # nothing can run between this read and its write
-        # A timer, not time.sleep: the loop serves others meanwhile, and one of
-        # them may write the key this command has read (the lost update).
-        self._at(conn, self.config.race_window, self._granted)
-        return PARKED
-
-    # -- blocking commands ---------------------------------------------------------
+        conn.session.receive_data(data)
 
     def sleep(self, conn: Connection, effect: fx.Sleep):
-        if effect.seconds <= 0:
-            return None
-        return self._wait(conn, effect.seconds, None, partial(self._give_up, value=None))
+        return (yield from self.blocked(conn, self.loop.sleep(effect.seconds)))
 
     def pop_wait(self, conn: Connection, effect: fx.PopWait):
         waiters = self.state.waiters
         waiter = waiters.add(ListWaiter(conn.client.id, effect.keys, effect.left))
-        waiter.wake = conn
-        # Like Condition.wait, give the lists' guard up while waiting, or no push could come.
-        # (It is not taken back on waking: the command only has its reply left to give.)
-        self._give_back_guards(conn)
-        return self._wait(conn, effect.timeout, lambda _: waiters.remove(waiter),
-                          partial(self._give_up, value=None))
+        waiter.wake = self.loop.current   # the task Server.pushed wakes
+        # Like Condition.wait, give every lock up while waiting, or the push it waits for
+        # could never come. None is taken back: the command only has its reply left to give.
+        self.release_guards(conn)
+        served = yield from self.blocked(
+            conn, self.loop.park(lambda _: waiters.remove(waiter), effect.timeout))
+        return None if served is TIMED_OUT else served
 
     def pushed(self, conn: Connection, effect: fx.Pushed) -> None:
-        # serve() has already handed each waiter its item, oldest first; only waking is left.
-        for waiter in self.state.waiters.serve(effect.key, self.state.keyspace):
-            self._unpark(waiter.wake)
-            self.ready.append((self._deliver, waiter.wake, waiter.wake.steps, waiter))
+        # The push has handed each waiter its item already (shared/waiters.py): only waking is left.
+        for waiter in effect.served:
+            self.loop.wake(waiter.wake, waiter.item)
 
-    def _deliver(self, conn: Connection, waiter: ListWaiter) -> None:
-        if conn.hung_up:
-            # Served in the same turn its client left: the item goes back where it was
-            # taken from, for the next waiter, rather than out to nobody.
-            key, value = waiter.item
-            self.state.keyspace.push(key, [value], waiter.left)
-            self.pushed(conn, fx.Pushed(key))
-            self._resume(conn, None)
-            return
-        self._resume(conn, waiter.item)
+    # -- guards: the lock order, one hand-made primitive per rung ----------------------------
 
-    # The pool: the ledger counts leases out; a FIFO of parked connections is the Semaphore.
+    def guard(self, conn: Connection, effect: fx.Guard):
+        plan = conn.session.call.guard_plan(effect)
+        for step in plan:
+            if step.window:
+                # Hold the first key a while, so a crossing transfer takes its own meanwhile.
+                yield from self.race_window(conn, effect)
+            if step.lock == SHARED:
+                yield from self.keyspace_rw.acquire_shared()
+                conn.held.append(self.keyspace_rw.release_shared)
+                continue
+            if step.lock == EXCLUSIVE:
+                yield from self.keyspace_rw.acquire_exclusive()
+                conn.held.append(self.keyspace_rw.release_exclusive)
+                continue
+            if step.lock == KEY:
+                lock = self.key_locks[step.key]   # made now if nobody holds or wants it
+            else:
+                lock = self.keyspace_lock if step.lock == KEYSPACE else self.lists_lock
+            patience = self.config.deadlock_timeout_ms / 1000 if step.patience else None
+            if (yield from lock.acquire(patience)) is TIMED_OUT:
+                # Waited deadlock-timeout-ms: give back what it holds (drive does), change nothing.
+                self.state.stats.deadlocks += 1
+                raise fx.deadlock(step.key, key_steps(plan), self.config.deadlock_timeout_ms)
+            conn.held.append(lock.release)
+
+    def release_guards(self, conn: Connection) -> None:
+        held = conn.held
+        while held:
+            release = held.pop()
+            release()
+
+    def race_window(self, conn: Connection, effect):
+        if self.config.race_window_us:
+            # A timer, not time.sleep: the loop serves others meanwhile, and one of
+            # them may write the key this command has read (the lost update).
+            yield from self.loop.sleep(self.config.race_window)
+
+    # -- the pool: a Semaphore bounds it, the ledger names the holders ------------------------
 
     def lease_acquire(self, conn: Connection, effect: fx.LeaseAcquire):
         ledger = self.state.ledger
-        if not self.lease_queue and ledger.in_use < ledger.size:
-            return ledger.grant(conn.client.id)
         ledger.waiting += 1
-        self.lease_queue.append(conn)
-        return self._wait(conn, effect.timeout, self._leave_lease_queue, self._lease_timed_out)
-
-    def _leave_lease_queue(self, conn: Connection) -> None:
-        self.lease_queue.remove(conn)
-        self.state.ledger.waiting -= 1
-
-    def _lease_timed_out(self, conn: Connection) -> None:
-        self.state.ledger.timeouts += 1
-        self._give_up(conn, None)
+        try:
+            got = yield from self.blocked(conn, self.leases.acquire(effect.timeout))
+        finally:
+            ledger.waiting -= 1
+        if got is TIMED_OUT:
+            ledger.timeouts += 1
+            return None
+        return CUT_SHORT if got is CUT_SHORT else ledger.grant(conn.client.id)
 
     def lease_release(self, conn: Connection, effect: fx.LeaseRelease) -> bool:
-        return self._give_back(effect.lease, conn.client.id)
-
-    def _give_back(self, lease: int, client_id: int) -> bool:
-        if not self.state.ledger.revoke(lease, client_id):
-            return False
-        self._lend()
+        if not self.state.ledger.revoke(effect.lease, conn.client.id):
+            return False   # only the holder may give a lease back
+        self.leases.release()
         return True
 
-    def _lend(self) -> None:
-        """Hand free leases to the longest waiters: the lease goes to them, not to a newcomer."""
-        ledger = self.state.ledger
-        while self.lease_queue and ledger.in_use < ledger.size:
-            conn = self.lease_queue.popleft()
-            ledger.waiting -= 1
-            self._wake(conn, ledger.grant(conn.client.id))
-
-    # Barriers and events.
+    # -- barriers and events ---------------------------------------------------------------
 
     def barrier_wait(self, conn: Connection, effect: fx.BarrierWait):
         gathering = self.barriers.get(effect.name)
         if gathering is None:
-            gathering = self.barriers[effect.name] = Gathering(effect.parties)
+            gathering = self.barriers[effect.name] = Gathering(self.loop, effect.parties)
         elif gathering.parties != effect.parties:
             raise parties_mismatch(effect.name, gathering.parties, effect.parties)
-        if gathering.broken:
-            raise broken(effect.name)
-        index = len(gathering.arrived)
-        if index + 1 < gathering.parties:
-            gathering.arrived.append(conn)
-            # A party that times out or hangs up breaks it, so the others don't wait forever.
-            return self._wait(conn, effect.timeout,
-                              partial(self._leave_barrier, gathering=gathering, name=effect.name),
-                              lambda _: self._break(gathering, effect.name))
-        gathering.rounds += 1   # the last to arrive: everyone goes on, each with its index
-        arrived, gathering.arrived = gathering.arrived, []
-        for position, waiter in enumerate(arrived):
-            self._wake(waiter, position)
-        return index
+        try:
+            return (yield from self.blocked(conn, gathering.wait(effect.timeout)))
+        except BrokenBarrierError:
+            raise broken(effect.name) from None
 
-    def _leave_barrier(self, conn: Connection, gathering: Gathering, name: bytes) -> None:
-        gathering.arrived.remove(conn)
-        self._break(gathering, name)
-
-    def _break(self, gathering: Gathering, name: bytes) -> None:
-        gathering.broken = True
-        arrived, gathering.arrived = gathering.arrived, []
-        for conn in arrived:
-            self._wake_failing(conn, broken(name))
-
-    def barrier_reset(self, conn, effect: fx.BarrierReset) -> bool:
+    def barrier_reset(self, conn: Connection, effect: fx.BarrierReset) -> bool:
         gathering = self.barriers.pop(effect.name, None)
         if gathering is None:
             return False
-        self._break(gathering, effect.name)   # the next WAIT starts afresh
+        gathering.abort()   # its waiters get BROKEN; the next WAIT starts afresh
         return True
 
-    def barrier_status(self, conn, effect: fx.BarrierStatus):
+    def barrier_status(self, conn: Connection, effect: fx.BarrierStatus) -> BarrierView | None:
         gathering = self.barriers.get(effect.name)
         if gathering is None:
             return None
@@ -635,77 +677,39 @@ class Server:
     def _event(self, name: bytes) -> Signal:
         event = self.events.get(name)
         if event is None:
-            event = self.events[name] = Signal()
+            event = self.events[name] = Signal(self.loop)
         return event
 
-    def event_set(self, conn, effect: fx.EventSet) -> int:
-        event = self._event(effect.name)
-        event.is_set = True
-        waiting, event.waiting = event.waiting, []
-        for waiter in waiting:
-            self._wake(waiter, True)
-        return len(waiting)
+    def event_set(self, conn: Connection, effect: fx.EventSet) -> int:
+        return self._event(effect.name).set()
 
-    def event_clear(self, conn, effect: fx.EventClear) -> None:
-        self._event(effect.name).is_set = False
+    def event_clear(self, conn: Connection, effect: fx.EventClear) -> None:
+        self._event(effect.name).clear()
 
-    def event_isset(self, conn, effect: fx.EventIsSet) -> bool:
+    def event_isset(self, conn: Connection, effect: fx.EventIsSet) -> bool:
         return self._event(effect.name).is_set
 
     def event_wait(self, conn: Connection, effect: fx.EventWait):
-        event = self._event(effect.name)
-        if event.is_set:
-            return True
-        event.waiting.append(conn)
-        return self._wait(conn, effect.timeout, event.waiting.remove,
-                          partial(self._give_up, value=False))
+        outcome = yield from self.blocked(conn, self._event(effect.name).wait(effect.timeout))
+        return False if outcome is TIMED_OUT else outcome
 
-    # -- server-wide ------------------------------------------------------------
+    # -- server-wide -----------------------------------------------------------------------
 
-    def reconfigure(self, conn, effect: fx.Reconfigure) -> None:
+    def reconfigure(self, conn: Connection, effect: fx.Reconfigure) -> None:
         if "pool_size" in effect.names:
-            # Shrinking takes nothing back: the pool lends again once in-use falls below size.
             self.state.ledger.size = self.config.pool_size
-            self._lend()
-        # maxclients needs nothing: _accept reads it for every new connection.
+            self.leases.resize(self.config.pool_size)
+        # maxclients needs nothing: admit() reads it for every new connection.
 
-    def model_info(self, conn, effect) -> dict:
-        return {"loop_iterations": self.stalls.noted, **self.stalls.info(),
-                "parked_commands": sum(1 for c in self.connections if c.steps is not None and c is not conn),
-                "key_locks": len(self.key_locks), "timers": len(self.timers),
+    def model_info(self, conn: Connection, effect: fx.ModelInfo) -> dict[str, Any]:
+        loop = self.loop
+        return {"loop_iterations": loop.stalls.noted, **loop.stalls.info(),
+                "tasks_living": loop.living, "timers": len(loop.timers),
+                "parked_commands": sum(1 for c in self.connections
+                                       if c.session.call is not None and c is not conn),
                 "paused_clients": sum(1 for c in self.connections if c.paused),
+                "key_locks": len(self.key_locks),
                 "barriers": len(self.barriers), "events": len(self.events)}
 
-    def shutdown(self, conn, effect) -> None:
+    def shutdown(self, conn: Connection, effect: fx.Shutdown) -> None:
         self.stop()
-
-    def stop(self) -> None:
-        """Ask for a graceful stop; safe from any thread and from a signal handler."""
-        self.stopping = True
-        try:
-            self._wake_writer.send(b"\0")   # select() may be asleep with no deadline
-        except OSError:
-            pass
-
-    def _finish(self) -> None:
-        """Stop accepting, let in-flight commands answer, close every connection."""
-        self.draining = True
-        try:
-            self.selector.unregister(self.listener)
-        except KeyError:
-            pass   # out of descriptors, _accept had already looked away
-        self.listener.close()
-        for conn in list(self.connections):
-            if conn.blocking:
-                self._drop(conn)   # a BLPOP may wait forever; shutdown cannot
-            if conn.steps is None:
-                conn.client.closing = True   # closes once what it has been answered is sent
-                self._flush(conn)
-            else:
-                self._watch(conn)
-        deadline = time.monotonic() + GRACE
-        while self.connections and time.monotonic() < deadline:
-            self._turn(max(0.0, deadline - time.monotonic()))
-        for conn in list(self.connections):
-            self._close(conn)
-        self.selector.close()

@@ -91,7 +91,8 @@ def server(contend_server):
     """The model's shared server, emptied before the test."""
     with contend_server.raw() as client:
         client.call("FLUSHALL")
-        client.call("CONFIG", "SET", "sync", "lock", "race-window-us", "0", "pool-size", "4")
+        client.call("CONFIG", "SET", "sync", "lock", "race-window-us", "0", "pool-size", "4",
+                    "deadlock-timeout-ms", "1000")
         client.call("CONFIG", "RESETSTAT")
     return contend_server
 

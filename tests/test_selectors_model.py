@@ -1,9 +1,11 @@
-"""The selectors model from the inside: one thread, so what it does with slow clients and parked commands.
+"""The selectors model from the inside: one thread, its slow clients and its parked commands.
 
-Its hand-made primitives (the timer heap, the reentrant Owner) are tested
-on their own with no sockets. The server tests start a fresh selectors
-server on a loopback port and wait for states the server reports in INFO
-(`paused_clients`, `parked_commands`, `blocked_clients`), never for a fixed time.
+Its scheduler and hand-made primitives (the timer heap, the reentrant
+Owner, the readers-writer lock) are tested on their own with no sockets:
+the tests spawn tasks and run the ready queue by hand. The server tests
+start a fresh selectors server on a loopback port and wait for states the
+server reports in INFO (`paused_clients`, `parked_commands`,
+`blocked_clients`), never for a fixed time.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import time
 
 import pytest
 
-from contend.server.selector_sync import Owner, Timers
+from contend.server.selector_loop import Loop
+from contend.server.selector_sync import TIMED_OUT, Owner, ReadersWriterLock, Signal, Timers
 from contend.shared.resp import NEED_MORE, ReplyParser, encode_command
 from tests.helpers import info_field, run_together, wait_until
 
@@ -36,28 +39,161 @@ def playground(server, name: str):
         return info_field(client, name, "playground")
 
 
-# -- the primitives, with no network ------------------------------------------------
+# -- the scheduler and its primitives, with no network: tasks driven by hand --------------
+
+@pytest.fixture
+def loop():
+    loop = Loop()
+    yield loop
+    loop.selector.close()
+
+
+def settle(loop: Loop) -> None:
+    """Run tasks until none is ready: every one has parked or ended."""
+    while loop.ready:
+        loop.run_ready()
+
 
 def test_timers_fire_in_deadline_order_and_cancelled_ones_never():
-    timers, fired = Timers(), []
-    timers.after(0.02, fired.append, "late")
-    early = timers.after(0.01, fired.append, "cancelled")
-    timers.after(0.0, fired.append, "first")
+    timers = Timers()
+    timers.after(0.02, "late")
+    early = timers.after(0.01, "cancelled")
+    timers.after(0.0, "first")
     timers.cancel(early)
     assert len(timers) == 2
-    timers.run_due(time.monotonic() + 1)
-    assert fired == ["first", "late"] and len(timers) == 0
+    assert timers.due(time.monotonic() + 1) == ["first", "late"] and len(timers) == 0
     assert timers.timeout(time.monotonic()) is None   # nothing left: select() may sleep for ever
 
 
-def test_owner_is_reentrant_for_its_holder_and_hands_over_first_come_first_served():
-    lock, me, first, second = Owner(), object(), object(), object()
-    assert lock.take(me) and lock.take(me)           # BANK.TRANSFER re-entering its own guard
-    assert not lock.take(first)
-    lock.queue.extend([(first, "then-1"), (second, "then-2")])
-    assert lock.give_back() is None and lock.owner is me   # still held once
-    assert lock.give_back() == (first, "then-1")          # handed over, not up for grabs
-    assert lock.owner is first and lock.depth == 1 and not lock.take(second)
+def test_a_parked_task_is_resumed_by_its_timer(loop):
+    outcomes = []
+
+    def sleeper():
+        outcomes.append((yield from loop.park(timeout=0.05)))
+
+    task = loop.spawn(sleeper())
+    started = time.monotonic()
+    loop.turn()   # runs it up to its park
+    assert task.parked and not task.done and len(loop.timers) == 1
+    while not task.done:
+        loop.turn()   # select() sleeps until the deadline: no socket is watched
+    assert outcomes == [TIMED_OUT] and time.monotonic() - started >= 0.05
+    assert len(loop.timers) == 0 and loop.living == 0
+
+
+def test_a_task_woken_before_its_timeout_gets_the_value_and_its_timer_goes(loop):
+    outcomes = []
+
+    def waiter():
+        outcomes.append((yield from loop.park(timeout=600)))
+
+    task = loop.spawn(waiter())
+    settle(loop)
+    loop.wake(task, "served")
+    assert len(loop.timers) == 0
+    settle(loop)
+    assert outcomes == ["served"] and task.done
+
+
+def hold(loop: Loop, acquire, release, name: str, log: list, until: Signal):
+    """A task that takes a lock, says so, keeps it until `until` is set, then lets go."""
+    def steps():
+        yield from acquire()
+        log.append(f"{name} in")
+        yield from until.wait()
+        release()
+        log.append(f"{name} out")
+    return loop.spawn(steps())
+
+
+def test_owner_is_reentrant_for_its_holder_and_hands_over_first_come_first_served(loop):
+    lock, log = Owner(loop), []
+    go = {name: Signal(loop) for name in ("me", "first", "second")}
+
+    def reentering():   # BANK.TRANSFER taking its own guard again
+        yield from lock.acquire()
+        yield from lock.acquire()
+        log.append("me in twice")
+        yield from go["me"].wait()
+        lock.release()
+        assert lock.owner is not None   # still held once
+        lock.release()
+    me = loop.spawn(reentering())
+    settle(loop)
+    for name in ("first", "second"):
+        hold(loop, lock.acquire, lock.release, name, log, go[name])
+    settle(loop)
+    assert log == ["me in twice"] and lock.owner is me and len(lock.queue) == 2
+    go["me"].set()
+    settle(loop)   # handed to the longest waiter, not up for grabs
+    assert log == ["me in twice", "first in"] and lock.depth == 1
+    go["first"].set()
+    go["second"].set()
+    settle(loop)
+    assert log[-2:] == ["second in", "second out"] and lock.owner is None
+
+
+def test_a_waiter_out_of_patience_leaves_the_queue_and_takes_nothing(loop):
+    """`unordered`'s deadlock-timeout-ms: the timer takes the task out of the lock's queue."""
+    lock, log = Owner(loop), []
+    holding = Signal(loop)
+    hold(loop, lock.acquire, lock.release, "holder", log, holding)
+    settle(loop)
+
+    def impatient():
+        log.append((yield from lock.acquire(timeout=0.01)))
+    loop.spawn(impatient())
+    while len(log) < 2:
+        loop.turn()
+    assert log == ["holder in", TIMED_OUT] and not lock.queue
+    holding.set()
+    settle(loop)
+    assert lock.owner is None and loop.living == 0
+
+
+def test_readers_share_the_readers_writer_lock(loop):
+    rw, log = ReadersWriterLock(loop), []
+    done = Signal(loop)
+    for name in ("r1", "r2", "r3"):
+        hold(loop, rw.acquire_shared, rw.release_shared, name, log, done)
+    settle(loop)
+    assert log == ["r1 in", "r2 in", "r3 in"] and rw.readers == 3
+    done.set()
+    settle(loop)
+    assert rw.readers == 0 and rw.writer is None
+
+
+def test_a_writer_waits_for_the_readers_and_later_readers_wait_for_the_writer(loop):
+    rw, log = ReadersWriterLock(loop), []
+    go = {name: Signal(loop) for name in ("r1", "w", "r2", "r3")}
+    hold(loop, rw.acquire_shared, rw.release_shared, "r1", log, go["r1"])
+    settle(loop)
+    hold(loop, rw.acquire_exclusive, rw.release_exclusive, "w", log, go["w"])
+    hold(loop, rw.acquire_shared, rw.release_shared, "r2", log, go["r2"])
+    hold(loop, rw.acquire_shared, rw.release_shared, "r3", log, go["r3"])
+    settle(loop)
+    # Writers first: r2 and r3 could share with r1, but FLUSHALL would then wait for ever.
+    assert log == ["r1 in"]
+    go["r1"].set()
+    settle(loop)
+    assert log == ["r1 in", "r1 out", "w in"] and rw.readers == 0
+    go["w"].set()
+    settle(loop)   # the readers queued behind the writer go on together
+    assert log == ["r1 in", "r1 out", "w in", "w out", "r2 in", "r3 in"] and rw.readers == 2
+
+
+def test_a_writer_that_gives_up_waiting_lets_the_readers_behind_it_go(loop):
+    rw, log = ReadersWriterLock(loop), []
+    holding = Signal(loop)
+    hold(loop, rw.acquire_shared, rw.release_shared, "r1", log, holding)
+    settle(loop)
+    writer = hold(loop, rw.acquire_exclusive, rw.release_exclusive, "w", log, holding)
+    hold(loop, rw.acquire_shared, rw.release_shared, "r2", log, holding)
+    settle(loop)
+    assert log == ["r1 in"]
+    loop.kill(writer)   # as when its client's connection is closed at shutdown
+    settle(loop)
+    assert log == ["r1 in", "r2 in"] and rw.readers == 2 and not rw.queue
 
 
 # -- back-pressure: slow readers, partial writes -------------------------------------
@@ -66,7 +202,8 @@ VALUE_SIZE = 100 * 1024
 PIPELINE = 2000   # 200 MB of replies: far more than the server may hold for one client
 
 
-def test_a_slow_reader_of_a_big_pipeline_gets_every_reply_in_order_without_growing_the_server(serve):
+def test_a_slow_reader_of_a_big_pipeline_gets_every_reply_in_order_and_the_server_stays_small(
+        serve):
     server = serve(MODEL)
     values = [bytes([65 + k]) * VALUE_SIZE for k in range(8)]
     with server.raw() as setup:
@@ -77,7 +214,7 @@ def test_a_slow_reader_of_a_big_pipeline_gets_every_reply_in_order_without_growi
     slow = socket.create_connection((server.host, server.port))
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     slow.sendall(b"".join(encode_command("GET", f"v{i % 8}") for i in range(PIPELINE)))
-    # The reader has not read a byte: the server must stop running its commands, not buffer them all.
+    # The reader has not read a byte: the server must stop running its commands, not buffer all.
     wait_until(lambda: playground(server, "paused_clients") == 1, message="the slow client paused")
     with server.raw() as other:
         started = time.monotonic()
@@ -192,7 +329,8 @@ def test_a_client_that_hangs_up_while_queued_for_the_lock_is_not_left_blocked(se
     assert holder.read() == 1
     with server.raw() as client:
         wait_until(lambda: info_field(client, "connected_clients") == 2, message="the leaver gone")
-        assert info_field(client, "blocked_clients") == 0 and info_field(client, "list_waiters") == 0
+        assert info_field(client, "blocked_clients") == 0
+        assert info_field(client, "list_waiters") == 0
     holder.close()
 
 
