@@ -2,17 +2,23 @@
 
     connections   a task each, started by trio.serve_listeners in one nursery; a
                   CapacityLimiter of `maxclients` seats is taken first (Server.serve_connection)
-    keyspace      `lock`: one trio.Lock, no RLock needed (Server.guard);
-                  `striped`/`unordered`: a trio.Lock per key
-    lists         a trio.Condition on that same Lock: BLPOP waits, a push notifies (Server.pop_wait)
+    conversation  shared/session.py's read loop, with trio's waits (Server._converse); each
+                  command's effects are performed in the connection's own task (Server.execute)
+    keyspace      the one lock order of shared/guards.py, step by step (Server.guard):
+                  `lock`: one trio.Lock, no RLock needed (Server._take);
+                  `striped`/`unordered`: trio_sync.ReadersWriterLock, then a trio.Lock per key
+    lists         a trio.Condition on the keyspace Lock: BLPOP waits (Server.pop_wait),
+                  a push notifies (Server.pushed)
     pool          a trio.CapacityLimiter of `pool-size` tokens (Server.lease_acquire)
     barriers      trio_sync.Barrier, built from trio.Event and a counter (Server.barrier_wait)
     events        trio_sync.ClearableEvent, a trio.Event replaced on clear (Server.event_wait)
     shutdown      cancel the accept loop's scope, wake every waiting connection (Server._begin_stop)
     hang-ups      a watcher task beside each blocking wait cancels it (Server._blocked)
+    loop stalls   a trio Instrument times every task step (StallMeter)
 
-Commands themselves live in shared/commands; this file only performs the
-effects they yield, with `await`. Everything runs in one thread, so tasks
+Commands live in shared/commands and a connection's protocol in
+shared/session.py; this file only moves the bytes and performs the effects
+commands yield, with `await`. Everything runs in one thread, so tasks
 switch only at an `await`: a read-modify-write with no await inside is
 atomic here without any lock, and one with an await inside (the race
 window) is not. That is the whole race lesson in async code.
@@ -20,25 +26,27 @@ window) is not. That is the whole race lesson in async code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
-from types import CoroutineType, GeneratorType
+from dataclasses import dataclass
+from types import CoroutineType
 
 import trio
 
 from contend.server import open_listener
-from contend.server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent
+from contend.server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent, ReadersWriterLock
 from contend.shared import effects as fx
-from contend.shared.commands import BLOCKING, dispatch
 from contend.shared.commands.events import BarrierView, broken, parties_mismatch
+from contend.shared.guards import EXCLUSIVE, KEY, KEYSPACE, LISTS, SHARED, Step, key_steps
+from contend.shared.resp import ReplyError
+from contend.shared.session import CLOSE, FLUSH, NEED_DATA, Call, Session
 from contend.shared.stalls import LoopStalls
-from contend.shared.resp import ProtocolError, ReplyError, RequestParser, encode
-from contend.shared.state import Client, ServerState
+from contend.shared.state import ServerState
 from contend.shared.waiters import ListWaiter
 
 log = logging.getLogger("contend.trio")
@@ -51,7 +59,7 @@ CUT_SHORT = object()   # a blocking wait ended by a hang-up or by shutdown, not 
 
 @dataclass(eq=False)
 class Connection:
-    """One client's socket, parser and replies, and what its task is waiting for.
+    """One client's socket and session, and what its task is waiting for.
 
     Bytes move with a plain non-blocking socket and trio's own readiness
     waits (trio.lowlevel.wait_readable / wait_writable) rather than through
@@ -61,10 +69,7 @@ class Connection:
     The waits are still trio waits, so cancel scopes still cut them short.
     """
     sock: socket.socket
-    client: Client
-    parser: RequestParser = field(default_factory=RequestParser)
-    pending: list = field(default_factory=list)   # replies not yet sent
-    hung_up: bool = False
+    session: Session
     idle: bool = False   # waiting for its next request: stop() wakes it (Server._begin_stop)
     # The cancel scope of the blocking command this connection waits in, so
     # stop() can cut it short. None while it runs anything else.
@@ -90,40 +95,63 @@ class Connection:
         except (ConnectionError, trio.ClosedResourceError):
             return b""
 
-    async def flush(self) -> None:
-        """Send the pending replies, waiting only when the socket's send buffer is full."""
-        if not self.pending:
-            return
-        data = b"".join(self.pending)
-        self.pending.clear()
+    async def send(self, data: bytes) -> None:
+        """Send all of `data`, waiting only when the socket's send buffer is full.
+        A send that fails means the client is gone: the session is told so."""
+        unsent = memoryview(data)
         try:
-            sent = self.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        while sent < len(data):
-            await trio.lowlevel.wait_writable(self.sock)
-            try:
-                sent += self.sock.send(memoryview(data)[sent:])
-            except BlockingIOError:
-                pass
+            while unsent:
+                try:
+                    unsent = unsent[self.sock.send(unsent):]
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self.sock)   # the send buffer is full
+        except (OSError, trio.ClosedResourceError):
+            self.session.connection_lost()
+
+
+class StallMeter(trio.abc.Instrument):
+    """Times every task step: how long one task ran before it let the loop go (INFO loop_stalls).
+
+    A task runs from one checkpoint to the next with nothing else running;
+    WORK, with no await inside, is one long step. trio tells an Instrument
+    when each step begins and ends, so the meter needs no timing in the
+    commands themselves.
+    """
+
+    def __init__(self, stalls: LoopStalls):
+        self.stalls = stalls
+        self.step_began = 0.0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.step_began = time.perf_counter()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.stalls.note(time.perf_counter() - self.step_began)
 
 
 class Server:
     def __init__(self, config):
         self.config = config
         self.state = ServerState(config)
-        # One plain Lock over the keyspace. BANK.TRANSFER holds it and then runs
-        # its guarded withdraw and deposit steps, which ask for it again: with
-        # threading that needs an RLock. trio has none, and needs none here:
-        # each command remembers the locks it holds (`held` in execute) and a
-        # guard over something already held is granted without taking the
-        # lock again (Server._take). The reentrancy lives in the command, not
-        # in the lock, which also makes it impossible to release too early.
+        # `lock` mode: one plain Lock over the keyspace. BANK.TRANSFER holds it
+        # and then runs its guarded withdraw and deposit steps, which ask for it
+        # again: with threading that needs an RLock. trio has none, and needs
+        # none here: each command remembers the locks it holds (`held` in
+        # execute) and a guard over something already held is granted without
+        # taking the lock again (Server._take). The reentrancy lives in the
+        # command, not in the lock, which also makes it impossible to release too early.
         self.keyspace_lock = trio.Lock()
-        # BLPOP waits on this Condition; its lock is the keyspace lock, so a pop
-        # that finds the list empty is registered before any push can run.
+        # BLPOP waits on this Condition; its lock is the keyspace lock (the last
+        # step of every lists guard), so a pop that finds the list empty is
+        # registered before any push can run.
         self.lists_changed = trio.Condition(self.keyspace_lock)
+        # `striped`/`unordered`: per-key commands share the keyspace, whole-keyspace
+        # ones (FLUSHALL) hold it alone; then a plain Lock per key.
+        self.keyspace_rw = ReadersWriterLock()
         self.key_locks: dict[bytes, trio.Lock] = {}
+        # What each step of the lock order (shared/guards.py) takes here; KEY is looked up per key.
+        self.step_locks = {KEYSPACE: self.keyspace_lock, SHARED: self.keyspace_rw.shared,
+                           EXCLUSIVE: self.keyspace_rw.exclusive, LISTS: self.keyspace_lock}
         # A CapacityLimiter, not a Semaphore: CONFIG SET pool-size just assigns
         # total_tokens (a trio.Semaphore cannot be resized), and it refuses a
         # release from a borrower that holds no token, so a stray release
@@ -145,18 +173,7 @@ class Server:
         self._accepting: trio.CancelScope | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop_requested = False
-        self.perform = {
-            fx.Guard: self.guard, fx.ListsGuard: self.lists_guard,
-            fx.RaceWindow: self.race_window, fx.Sleep: self.sleep,
-            fx.PopWait: self.pop_wait, fx.Pushed: self.pushed,
-            fx.LeaseAcquire: self.lease_acquire, fx.LeaseRelease: self.lease_release,
-            fx.BarrierWait: self.barrier_wait, fx.BarrierReset: self.barrier_reset,
-            fx.BarrierStatus: self.barrier_status,
-            fx.EventSet: self.event_set, fx.EventClear: self.event_clear,
-            fx.EventIsSet: self.event_isset, fx.EventWait: self.event_wait,
-            fx.Reconfigure: self.reconfigure, fx.ModelInfo: self.model_info,
-            fx.Shutdown: self.shutdown,
-        }
+        self.perform = fx.performers(self)   # {effect type: the method below that performs it}
 
     # -- accepting ----------------------------------------------------------
 
@@ -164,7 +181,7 @@ class Server:
         self.listener = open_listener(self.config, self.stop)
 
     def serve_forever(self) -> None:
-        trio.run(self._main)
+        trio.run(self._main, instruments=[StallMeter(self.stalls)])
 
     async def _main(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -203,7 +220,7 @@ class Server:
             connections.cancel_scope.deadline = trio.current_time() + GRACE
 
     async def serve_connection(self, stream: trio.SocketStream) -> None:
-        """One connection's task: a seat first, then requests until it ends (the serve_tcp handler)."""
+        """One connection's task: a seat, then its conversation (the serve_tcp handler)."""
         # The plain socket leaves the stream here (see Connection for why).
         sock = socket.socket(fileno=stream.socket.detach())
         sock.setblocking(False)
@@ -232,90 +249,85 @@ class Server:
             sock.close()
 
     def _refuse(self, sock: socket.socket) -> None:
-        self.state.stats.rejected_connections += 1
-        try:
-            sock.send(b"-ERR max number of clients reached\r\n")   # fits any send buffer
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            sock.send(self.state.refuse())   # one short line: fits any send buffer
 
-    # -- one connection -----------------------------------------------------
+    # -- one connection: the session's read loop ------------------------------------
 
     async def _serve_client(self, sock: socket.socket) -> None:
         peer, local = sock.getpeername(), sock.getsockname()
-        client = self.state.connect(f"{peer[0]}:{peer[1]}", f"{local[0]}:{local[1]}")
-        conn = Connection(sock, client)
+        session = Session(self.state, f"{peer[0]}:{peer[1]}", f"{local[0]}:{local[1]}")
+        conn = Connection(sock, session)
         self.connections.add(conn)
         try:
-            await self._read_commands(conn)
+            await self._converse(conn)
+        except BaseException:
+            # A bug, or stop()'s GRACE ran out. Told that the client is gone, the session
+            # only has it give back what it holds; shielded, or a cancelled task could
+            # not even wait for the lock that takes.
+            with trio.CancelScope(shield=True):
+                session.connection_lost()
+                await self._converse(conn)
+            raise
         finally:
             self.connections.discard(conn)
-            for lease in self.state.disconnect(client):
-                self._give_back(lease, client.id)
+            session.close()
 
-    async def _read_commands(self, conn: Connection) -> None:
-        parser, config = conn.parser, self.config
-        while not self.stopping.is_set():
-            conn.idle = True   # from here until bytes arrive, stop() may close this connection
-            data = await conn.receive(config.timeout)
-            conn.idle = False
-            if not data:
-                return   # end of file, idle too long (Redis closes without a word), or stopping
-            parser.max_bulk = config.proto_max_bulk_len
-            parser.feed(data)
-            while True:
-                try:
-                    argv = parser.next_command()
-                except ProtocolError as error:
-                    conn.pending.append(error.reply)
-                    await conn.flush()
-                    return
-                if argv is None:
-                    break
-                conn.pending.append(encode(await self.execute(conn, argv)))
-                if conn.hung_up:
-                    return
-                if conn.client.closing:
-                    await conn.flush()
-                    return
-            await conn.flush()
+    async def _converse(self, conn: Connection) -> None:
+        """shared/session.py's loop: the session says what to do next, this task waits for it."""
+        session = conn.session
+        while (event := session.next_event()) is not CLOSE:
+            if event is NEED_DATA:
+                await conn.send(session.data_to_send())   # the replies so far, before we wait
+                session.receive_data(await self._next_bytes(conn))
+            elif event is FLUSH:
+                await conn.send(session.data_to_send())
+            else:
+                await self.execute(conn, event)
+        await conn.send(session.data_to_send())
 
-    async def execute(self, conn: Connection, argv: list[bytes]):
-        """Run one command; a generator's effects are performed here, in this task.
+    async def _next_bytes(self, conn: Connection) -> bytes:
+        """The client's next bytes; b"" ends the conversation: end of file, idle too long
+        (Redis closes without a word), a send that failed, or the server stopping."""
+        if self.stopping.is_set() or conn.session.peer_gone:
+            return b""
+        conn.idle = True   # from here until bytes arrive, stop() may close this connection
+        data = await conn.receive(self.config.timeout)
+        conn.idle = False
+        return data
+
+    async def execute(self, conn: Connection, call: Call) -> None:
+        """Run one command: its effects are performed here, in this task.
 
         A performer returns its result at once, or, when it has to wait, a
         coroutine that does the waiting, and only that is awaited: a command
         that never waits (an uncontended guard, no race window) never goes
         through the scheduler, so nothing else runs in the middle of it.
         """
-        if argv[0].lower() in BLOCKING:
-            await conn.flush()   # earlier replies go out before we may block for long
-        started = time.perf_counter()
-        outcome = dispatch(conn.client, argv)
-        if type(outcome) is not GeneratorType:
-            self.stalls.note(time.perf_counter() - started)
-            return outcome
-        held: list = []   # locks granted to this command, all released when it ends
+        held: list = []   # the locks granted to this command, all released when it ends
         perform = self.perform
+        value = None
         try:
-            value = None
-            while True:
-                effect = outcome.send(value)
-                value = perform[type(effect)](conn, effect, held)
-                if type(value) is CoroutineType:
-                    self.stalls.note(time.perf_counter() - started)
-                    value = await value   # the effect has to wait: other tasks run meanwhile
-                    started = time.perf_counter()
-        except StopIteration as done:
-            self.stalls.note(time.perf_counter() - started)
-            return done.value
-        except ReplyError as error:
-            return error
+            while (effect := call.send(value)) is not None:
+                try:
+                    value = perform[type(effect)](conn, effect, held)
+                    if type(value) is CoroutineType:
+                        value = await value   # the effect has to wait: other tasks run meanwhile
+                except Exception as error:   # a ReplyError fails the command with that reply;
+                    value = error            # anything else is a bug: `-ERR internal error`
+        except BaseException:
+            call.cancel()   # cancelled mid-effect: the command ends here, with no reply
+            raise
         finally:
-            outcome.close()   # cancelled mid-effect: let the command's own cleanup run now
-            for lock in reversed(held):
-                lock.release()
-            if self.key_locks and held:
-                self._forget_free(held)
+            self._release(held)
+
+    def _release(self, held: list) -> None:
+        """Give back every lock in `held`, the last taken first."""
+        for lock in reversed(held):
+            lock.release()
+        if self.key_locks and held:
+            self._forget_free(held)
+        held.clear()
 
     def _forget_free(self, released: list) -> None:
         """Drop the per-key locks just released that nobody holds or waits for, so the
@@ -325,57 +337,70 @@ class Server:
                     if not lock.locked() and lock in released]:
             del self.key_locks[key]
 
-    # -- guards: what each sync mode means with trio locks -----------------------
+    # -- guards: the lock order's steps, with trio locks --------------------------
 
-    def guard(self, conn, effect: fx.Guard, held: list):
-        mode = conn.client.sync   # the mode this command started in, for all its guards
-        if mode == "off":
-            return None   # no guard: a read-modify-write with an await inside may interleave
-        if mode == "lock" or effect.keys is fx.ALL_KEYS:
-            return self._take(self.keyspace_lock, held)
-        return self._take_keys(conn, mode, effect.keys, held)
+    def guard(self, conn: Connection, effect: fx.Guard, held: list):
+        """Take the steps of the guard's plan, top of the ladder first (shared/guards.py).
 
-    async def _take_keys(self, conn, mode: str, keys: tuple[bytes, ...], held: list) -> None:
-        keys = fx.lock_order(mode, keys)
-        for position, key in enumerate(keys):
-            if position and mode == "unordered":
-                await _waited(self.race_window(conn, None, held))   # holding the first lock a while
-            # Looked up only now, with no await before taking it: a lock nobody holds or
-            # wants is forgotten when released (Server._forget_free), so it must be current.
-            lock = self.key_locks.get(key)
-            if lock is None:
-                lock = self.key_locks[key] = trio.Lock()
-            if mode == "striped":
-                await _waited(self._take(lock, held))   # sorted: every task climbs the same ladder
+        Each step is granted at once when its lock is free; from the first one
+        that must wait (or that wants the race window before it), the rest is
+        a coroutine. `sync off` has an empty plan: a read-modify-write with an
+        await inside may interleave.
+        """
+        plan = conn.session.call.guard_plan(effect)
+        for position, step in enumerate(plan):
+            if step.window or not self._take(self._lock_for(step), held):
+                return self._climb(conn, plan, position, held)
+        return None
+
+    async def _climb(self, conn: Connection, plan: list[Step], position: int, held: list) -> None:
+        """The rest of the plan, from `position`: each step waits its turn if it must."""
+        for step in plan[position:]:
+            if step.window:
+                await _waited(self.race_window(conn, None, held))   # holding the first key a while
+            lock = self._lock_for(step)
+            if self._take(lock, held):
                 continue
             # A cancel scope is how trio says "give up after": no timeout argument.
-            with trio.move_on_after(self.config.deadlock_timeout_ms / 1000) as patience:
-                await _waited(self._take(lock, held))
-            if patience.cancelled_caught:
+            patience = self.config.deadlock_timeout_ms / 1000 if step.patience else math.inf
+            with trio.move_on_after(patience) as waiting:
+                await lock.acquire()
+                held.append(lock)
+            if waiting.cancelled_caught:
                 self.state.stats.deadlocks += 1   # one thread: a plain += is safe
-                raise fx.deadlock(key, keys, self.config.deadlock_timeout_ms)
+                raise fx.deadlock(step.key, key_steps(plan), self.config.deadlock_timeout_ms)
+
+    def _lock_for(self, step: Step):
+        """The trio lock a step stands for: a trio.Lock, or one side of the readers-writer lock."""
+        if step.lock != KEY:
+            return self.step_locks[step.lock]
+        # Looked up only now, with no await before taking it: a lock nobody holds or
+        # wants is forgotten when released (Server._forget_free), so it must be current.
+        lock = self.key_locks.get(step.key)
+        if lock is None:
+            lock = self.key_locks[step.key] = trio.Lock()
+        return lock
 
     @staticmethod
-    def _take(lock: trio.Lock, held: list):
-        """Take `lock` for the running command, unless the command holds it already.
+    def _take(lock, held: list) -> bool:
+        """Take `lock` for the running command now, unless the command holds it already;
+        False when another command has it.
 
         The "already" is what an RLock's counter does for a thread; here
         the command's `held` list does it. (trio.Lock itself raises
         RuntimeError on a second acquire by the same task, where
-        threading.Lock would deadlock.) Returns None when the lock is
-        granted at once, or a coroutine that waits for it.
+        threading.Lock would deadlock.) Nested guards only re-enter the
+        keyspace Lock and key locks (shared/guards.py), never the shared side
+        of the readers-writer lock.
         """
         if lock in held:
-            return None   # a nested guard (BANK.TRANSFER's withdraw step): granted at once
+            return True   # a nested guard (BANK.TRANSFER's withdraw step): granted at once
         try:
             lock.acquire_nowait()
         except trio.WouldBlock:
-            return _acquire(lock, held)
+            return False
         held.append(lock)
-        return None
-
-    def lists_guard(self, conn, effect, held: list):
-        return self._take(self.keyspace_lock, held)
+        return True
 
     def race_window(self, conn, effect, held):
         if self.config.race_window_us:
@@ -391,14 +416,15 @@ class Server:
 
         While its command waits, the connection's task is not reading, so on
         its own it would not see the client leave. The watcher reads instead:
-        end of file cancels the wait; bytes that arrive meanwhile (the next
-        pipelined command) are kept for the parser. Returns wait's result, or
-        CUT_SHORT when the client hung up (conn.hung_up) or stop() cut in.
+        end of file cancels the wait and tells the session; bytes that arrive
+        meanwhile (the next pipelined command) are kept for it. Returns wait's
+        result, or CUT_SHORT when the client hung up or stop() cut in.
         """
         result = CUT_SHORT
-        if self.stopping.is_set():
-            return result   # no new waits once the server is stopping
-        conn.client.blocked = True
+        session = conn.session
+        if self.stopping.is_set() or session.peer_gone:
+            return result   # no new waits once the server is stopping or the client has gone
+        session.client.blocked = True
         try:
             async with trio.open_nursery() as nursery:
                 conn.interruptible = nursery.cancel_scope
@@ -410,54 +436,73 @@ class Server:
                 nursery.cancel_scope.cancel()   # answered: stop watching
         finally:
             conn.interruptible = None
-            conn.client.blocked = False
+            session.client.blocked = False
         if isinstance(result, ReplyError):
             raise result
         return result
 
     @staticmethod
     async def _watch_for_hangup(conn: Connection, wait_scope: trio.CancelScope) -> None:
-        while conn.parser.buffered < WATCH_LIMIT:
+        session = conn.session
+        while session.buffered < WATCH_LIMIT:
             data = await conn.receive()
             if not data:
-                conn.hung_up = True
+                # The session now hands back an item a push gave this client meanwhile.
+                session.connection_lost()
                 wait_scope.cancel()
                 return
-            conn.parser.feed(data)   # answered after the blocked command, in order
+            session.receive_data(data)   # answered after the blocked command, in order
         # Past the limit we stop reading; TCP's flow control holds back the rest.
 
     async def sleep(self, conn: Connection, effect: fx.Sleep, held) -> None:
         await self._blocked(conn, trio.sleep, effect.seconds)
 
-    async def pop_wait(self, conn: Connection, effect: fx.PopWait, held):
-        waiter = self.state.waiters.add(ListWaiter(conn.client.id, effect.keys, effect.left))
+    async def pop_wait(self, conn: Connection, effect: fx.PopWait, held: list):
+        """BLPOP found every list empty: wait on the Condition until a push serves it.
+
+        The waiter is registered while the guard is still held, so no push can
+        slip in unseen. Then every lock goes but the Condition's (a push to
+        this key needs the shared keyspace lock and the key's lock: held
+        through the wait, the push it waits for could never come), and
+        Condition.wait lets go of that one while it waits.
+        """
+        waiter = self.state.waiters.add(
+            ListWaiter(conn.session.client.id, effect.keys, effect.left))
+        condition_lock = self.keyspace_lock
+        kept = condition_lock in held
+        if kept:
+            held.remove(condition_lock)
+        self._release(held)
         try:
-            await self._blocked(conn, self._until_served, waiter, effect.timeout)
+            if not kept:   # `sync off` took no guard, but a Condition waits under its lock
+                await condition_lock.acquire()
+            try:
+                await self._blocked(conn, self._until_served, waiter, effect.timeout)
+            finally:
+                # Condition.wait takes the lock back even when cancelled: the command
+                # gives it up now and holds nothing more.
+                condition_lock.release()
         finally:
-            # Condition.wait retakes the lock even when cancelled, so we hold it here.
-            self.state.waiters.remove(waiter)
-            if waiter.item is not None and conn.hung_up:
-                self._hand_back(waiter)
-        return waiter.item
+            self.state.waiters.remove(waiter)   # timed out or cut short: nobody may serve it now
+        return waiter.item   # served by a push, or None
 
     async def _until_served(self, waiter: ListWaiter, timeout: float | None) -> None:
         with trio.move_on_after(_seconds(timeout)):
             while waiter.item is None:
                 await self.lists_changed.wait()   # lets go of the lock while waiting
 
-    def _hand_back(self, waiter: ListWaiter) -> None:
-        """A push served this waiter as its client hung up: the item goes back, nothing is lost."""
-        key, value = waiter.item
-        try:
-            self.state.keyspace.push(key, [value], waiter.left)
-        except ReplyError:
-            return   # the key became a string meanwhile; there is no list to return it to
-        if self.state.waiters.serve(key, self.state.keyspace):
+    def pushed(self, conn, effect: fx.Pushed, held: list):
+        """A push handed items to these waiters (shared/waiters.py): wake them to find them."""
+        # `sync off` took no guard, but a trio.Condition is notified only under its lock.
+        if self._take(self.keyspace_lock, held):
             self.lists_changed.notify_all()
+            return None
+        return self._notify_when_taken(held)
 
-    def pushed(self, conn, effect: fx.Pushed, held) -> None:
-        if self.state.waiters.serve(effect.key, self.state.keyspace):
-            self.lists_changed.notify_all()   # each served waiter finds its item waiting
+    async def _notify_when_taken(self, held: list) -> None:
+        await self.keyspace_lock.acquire()
+        held.append(self.keyspace_lock)
+        self.lists_changed.notify_all()
 
     # -- the pool: a CapacityLimiter bounds it, the ledger names the holders --------
 
@@ -474,7 +519,7 @@ class Server:
         if not got:
             ledger.timeouts += 1
             return None
-        lease = ledger.grant(conn.client.id)
+        lease = ledger.grant(conn.session.client.id)
         self.borrowers[lease] = borrower
         return lease
 
@@ -485,12 +530,10 @@ class Server:
         return False
 
     def lease_release(self, conn: Connection, effect: fx.LeaseRelease, held) -> bool:
-        return self._give_back(effect.lease, conn.client.id)
-
-    def _give_back(self, lease: int, client_id: int) -> bool:
-        if not self.state.ledger.revoke(lease, client_id):
+        """POOL.RELEASE, and the session's lease return when a client leaves."""
+        if not self.state.ledger.revoke(effect.lease, conn.session.client.id):
             return False
-        self.leases.release_on_behalf_of(self.borrowers.pop(lease))
+        self.leases.release_on_behalf_of(self.borrowers.pop(effect.lease))
         return True
 
     # -- barriers and events ---------------------------------------------------------
@@ -580,10 +623,8 @@ class Server:
         """Ask for a graceful stop; safe from any thread and from a signal handler."""
         self._stop_requested = True
         if self._token is not None:
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self._begin_stop)
-            except trio.RunFinishedError:
-                pass
 
     def _begin_stop(self) -> None:
         """Stop accepting, and cut short every wait: for a next request or in a blocking command.
@@ -601,11 +642,6 @@ class Server:
                 trio.lowlevel.notify_closing(conn.sock)
             elif conn.interruptible is not None:
                 conn.interruptible.cancel()
-
-
-async def _acquire(lock: trio.Lock, held: list) -> None:
-    await lock.acquire()
-    held.append(lock)
 
 
 async def _waited(value):

@@ -1,9 +1,10 @@
-"""What the trio model builds for itself: two primitives trio does not ship.
+"""What the trio model builds for itself: three primitives trio does not ship.
 
 - `Barrier`: `threading.Barrier`'s contract from a `trio.Event` per round and a counter.
 - `ClearableEvent`: `threading.Event`'s set/clear/wait over `trio.Event`, which can only be set.
+- `ReadersWriterLock`: many tasks share it, or one holds it alone; from a counter and `trio.Event`.
 
-The two primitives follow trio's conventions rather than threading's: no
+The primitives follow trio's conventions rather than threading's: no
 timeout arguments (wrap the wait in `trio.move_on_after`, a cancel scope,
 instead), and a cancelled wait leaves the primitive in a state that still
 makes sense. None of this needs a lock: trio runs one task at a time and
@@ -65,7 +66,7 @@ class Barrier:
 
     async def wait(self) -> int:
         """Wait for the other parties; returns this party's arrival index."""
-        await trio.lowlevel.checkpoint()   # a checkpoint even for the last arrival, as trio's own waits
+        await trio.lowlevel.checkpoint()   # even for the last arrival, as trio's own waits do
         if self.broken:
             raise BrokenBarrierError
         index = self._arrived
@@ -138,3 +139,107 @@ class ClearableEvent:
     async def wait(self) -> None:
         """Wait until the event is set (returns at once, after a checkpoint, if it is)."""
         await self._event.wait()
+
+
+class ReadersWriterLock:
+    """Shared by many tasks at once, or held by one alone: the keyspace's lock in
+    `striped` and `unordered` (shared/guards.py, the top of the lock order).
+
+    A command over some keys takes it shared (`.shared`), so INCRs on different
+    keys still run side by side; a command over the whole keyspace (FLUSHALL,
+    KEYS, DBSIZE) takes it exclusive (`.exclusive`) and so waits until every
+    per-key command in flight has finished: none can write back, after the
+    flush, a value it read before it.
+
+    Writer preference: once a writer waits, new readers queue behind it.
+    Without that, a stream of INCRs that overlap one another would keep the
+    lock shared for ever, and FLUSHALL would never run.
+
+    Built from a counter and a `trio.Event`, not a `trio.Condition`: a release
+    must not wait (it runs in `finally` blocks, and while BLPOP gives its
+    guards up), and a Condition may only be notified by the holder of its
+    lock. A release that may let someone in sets the Event the waiters wait
+    on, so each looks again; whoever must wait after that gets a fresh one
+    (a trio.Event cannot be cleared).
+    """
+
+    def __init__(self) -> None:
+        self.readers = 0            # tasks holding it shared
+        self.writing = False        # a task holds it exclusive
+        self.writers_waiting = 0    # writers queued for it: new readers wait behind them
+        self._released: trio.Event | None = None   # made when someone must wait, set on release
+        # The two ways in, each used like a trio.Lock: acquire, acquire_nowait, release.
+        self.shared = _Side("shared", self.acquire_shared, self.acquire_shared_nowait,
+                            self.release_shared)
+        self.exclusive = _Side("exclusive", self.acquire_exclusive, self.acquire_exclusive_nowait,
+                               self.release_exclusive)
+
+    def acquire_shared_nowait(self) -> None:
+        if self.writing or self.writers_waiting:
+            raise trio.WouldBlock
+        self.readers += 1
+
+    async def acquire_shared(self) -> None:
+        await trio.lowlevel.checkpoint()   # like every trio acquire, even when it is free
+        while self.writing or self.writers_waiting:
+            await self._next_release()
+        self.readers += 1
+
+    def release_shared(self) -> None:
+        if not self.readers:
+            raise RuntimeError("release of a ReadersWriterLock not held shared")
+        self.readers -= 1
+        if not self.readers:
+            self._wake()   # a writer may be waiting for the last reader
+
+    def acquire_exclusive_nowait(self) -> None:
+        if self.writing or self.readers:
+            raise trio.WouldBlock
+        self.writing = True
+
+    async def acquire_exclusive(self) -> None:
+        self.writers_waiting += 1   # from now on, new readers wait for this writer
+        try:
+            await trio.lowlevel.checkpoint()
+            while self.writing or self.readers:
+                await self._next_release()
+        except BaseException:
+            # Cancelled while queued: readers held back only by this writer may go now.
+            self.writers_waiting -= 1
+            self._wake()
+            raise
+        self.writers_waiting -= 1
+        self.writing = True
+
+    def release_exclusive(self) -> None:
+        if not self.writing:
+            raise RuntimeError("release of a ReadersWriterLock not held exclusive")
+        self.writing = False
+        self._wake()
+
+    async def _next_release(self) -> None:
+        if self._released is None:
+            self._released = trio.Event()
+        await self._released.wait()
+
+    def _wake(self) -> None:
+        """Every waiter looks again; later ones wait on a fresh Event."""
+        if self._released is not None:
+            self._released.set()
+            self._released = None
+
+
+class _Side:
+    """One way into a ReadersWriterLock, shared or exclusive, with a trio.Lock's methods,
+    so the model holds it and lets it go like any other lock."""
+
+    __slots__ = ("name", "acquire", "acquire_nowait", "release")
+
+    def __init__(self, name: str, acquire, acquire_nowait, release):
+        self.name = name
+        self.acquire = acquire
+        self.acquire_nowait = acquire_nowait
+        self.release = release
+
+    def __repr__(self) -> str:
+        return f"<ReadersWriterLock.{self.name}>"

@@ -1,8 +1,8 @@
-"""The trio model from the inside: its hand-built primitives, and a server run in the test's own loop.
+"""The trio model from the inside: its hand-built primitives, and a server in the test's own loop.
 
-The Barrier and the clearable Event are tested on their own, with trio's
-`autojump_clock`: time only moves when every task is blocked, so timeouts
-take no real time and always fire at the same point. The server tests start
+The Barrier, the clearable Event and the readers-writer lock are tested on
+their own, with trio's `autojump_clock`: time only moves when every task is
+blocked, so timeouts take no real time and always fire at the same point. The server tests start
 `Server.serve_connection` under `trio.serve_tcp` in the test's nursery and
 talk to it over real loopback sockets with trio streams; they wait for
 states (`wait_all_tasks_blocked`), never for a fixed time.
@@ -18,8 +18,8 @@ import pytest
 import trio
 import trio.testing
 
-from contend.server.trio_server import Server
-from contend.server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent
+from contend.server.trio_server import GRACE, Server, StallMeter
+from contend.server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent, ReadersWriterLock
 from contend.shared.config import Config
 from contend.shared.resp import NEED_MORE, NULL_ARRAY, ReplyError, ReplyParser, encode_command
 
@@ -114,7 +114,7 @@ async def test_barrier_reset_breaks_the_waiters_and_starts_afresh():
 
 
 async def test_barrier_party_cancelled_while_waiting_breaks_it():
-    """What a client hanging up does: its wait is cancelled, and the others must not wait forever."""
+    """What a client hanging up does: its wait is cancelled; the others must not wait forever."""
     barrier = Barrier(3)
     async with trio.open_nursery() as nursery:
         stayed = []
@@ -195,6 +195,86 @@ async def test_event_waiter_that_gave_up_is_not_counted(autojump_clock):
     assert event.set() == 0
 
 
+# -- the readers-writer lock: shared per-key guards, an exclusive FLUSHALL ----------
+
+async def hold(side, seconds: float, log: list, name: str) -> None:
+    """Take one side of the lock, note when, keep it `seconds`, give it back."""
+    await side.acquire()
+    log.append((name, trio.current_time()))
+    try:
+        await trio.sleep(seconds)
+    finally:
+        side.release()
+
+
+async def test_rw_lock_lets_two_readers_in_at_once(autojump_clock):
+    rw, entered = ReadersWriterLock(), []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hold, rw.shared, 1, entered, "a")
+        nursery.start_soon(hold, rw.shared, 1, entered, "b")
+        await trio.testing.wait_all_tasks_blocked()
+        assert rw.readers == 2
+    assert sorted(entered) == [("a", 0), ("b", 0)]   # neither waited for the other
+    assert rw.readers == 0
+
+
+async def test_rw_lock_writer_excludes_readers(autojump_clock):
+    rw, entered = ReadersWriterLock(), []
+    rw.exclusive.acquire_nowait()
+    with pytest.raises(trio.WouldBlock):
+        rw.shared.acquire_nowait()
+    with pytest.raises(trio.WouldBlock):
+        rw.exclusive.acquire_nowait()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hold, rw.shared, 0, entered, "reader")
+        await trio.sleep(3)
+        assert entered == []
+        rw.exclusive.release()
+    assert entered == [("reader", 3)]
+    rw.exclusive.acquire_nowait()   # free again
+    rw.exclusive.release()
+
+
+async def test_rw_lock_waiting_writer_goes_before_new_readers(autojump_clock):
+    """Writer preference: otherwise overlapping INCRs could keep FLUSHALL out for ever."""
+    rw, entered = ReadersWriterLock(), []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hold, rw.shared, 5, entered, "first reader")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(hold, rw.exclusive, 1, entered, "writer")
+        await trio.testing.wait_all_tasks_blocked()
+        assert rw.writers_waiting == 1
+        with pytest.raises(trio.WouldBlock):
+            rw.shared.acquire_nowait()          # the lock is shared, but a writer queues
+        nursery.start_soon(hold, rw.shared, 0, entered, "later reader")
+    assert entered == [("first reader", 0), ("writer", 5), ("later reader", 6)]
+
+
+async def test_rw_lock_cancelled_waits_leave_it_consistent(autojump_clock):
+    rw, entered = ReadersWriterLock(), []
+    rw.shared.acquire_nowait()
+    async with trio.open_nursery() as nursery:
+        with trio.move_on_after(2) as impatient_writer:
+            nursery.start_soon(hold, rw.shared, 0, entered, "reader behind the writer")
+            await rw.exclusive.acquire()
+        assert impatient_writer.cancelled_caught
+    # The reader queued only behind the writer went in as soon as the writer gave up.
+    assert entered == [("reader behind the writer", 2)]
+    assert (rw.readers, rw.writing, rw.writers_waiting) == (1, False, 0)
+    with pytest.raises(trio.WouldBlock):
+        rw.exclusive.acquire_nowait()            # the first reader still holds it
+    rw.shared.release()
+    rw.exclusive.acquire_nowait()
+    with trio.move_on_after(1) as impatient_reader:
+        await rw.shared.acquire()
+    assert impatient_reader.cancelled_caught and rw.readers == 0
+    rw.exclusive.release()
+    rw.shared.acquire_nowait()
+    rw.shared.release()
+    with pytest.raises(RuntimeError):
+        rw.shared.release()                      # released more often than taken
+
+
 # -- a server in the test's own loop, spoken to with trio streams -----------------
 
 class TrioClient:
@@ -238,13 +318,14 @@ class InProcess:
 async def trio_server(nursery):
     """The trio model's connection handler, served by trio.serve_tcp in the test's nursery."""
     server = Server(Config(model="trio", port=0))
+    trio.lowlevel.add_instrument(StallMeter(server.stalls))   # as serve_forever's trio.run does
     listeners = await nursery.start(partial(trio.serve_tcp, server.serve_connection, 0,
                                             host="127.0.0.1"))
     return InProcess(server, listeners[0].socket.getsockname()[1])
 
 
 async def incr_together(trio_server: InProcess, clients: int, rounds: int) -> int:
-    """`clients` connections INCR one counter `rounds` times each, all at once; returns the count."""
+    """`clients` connections INCR one counter `rounds` times each, all at once; the final count."""
     connections = [await trio_server.connect() for _ in range(clients)]
 
     async def run(client):
@@ -307,6 +388,80 @@ async def test_unordered_crossing_transfers_give_up_with_deadlock(trio_server, a
     assert any(str(r).startswith("DEADLOCK") for r in replies.values()), replies
     assert await a.call("BANK.AUDIT", "alice", "bob") == 200
     assert trio_server.server.state.stats.deadlocks >= 1
+
+
+
+def info_fields(text: bytes) -> dict:
+    return dict(line.split(":", 1) for line in text.decode().splitlines() if ":" in line)
+
+
+async def test_striped_flushall_waits_for_an_incr_in_its_race_window(trio_server, autojump_clock):
+    """FLUSHALL takes the readers-writer lock exclusive; the INCR holds it shared until it
+    has written, so it cannot write back, after the flush, the value it read before."""
+    config = trio_server.server.config
+    config.sync, config.race_window_us = "striped", 300_000
+    writer, flusher = await trio_server.connect(), await trio_server.connect()
+    assert await writer.call("SET", "k", "5") == "OK"
+    await writer.send("INCR", "k")
+    await trio.testing.wait_all_tasks_blocked()   # the INCR has read 5 and sleeps in its window
+    assert info_fields(await flusher.call("INFO", "clients"))["commands_in_flight"] == "1"
+    assert await flusher.call("FLUSHALL") == "OK"
+    assert trio.current_time() >= 0.3   # it waited for the window to close
+    assert (await writer.read(), await flusher.call("GET", "k")) == (6, None)
+
+
+@pytest.mark.parametrize("mode", ["off", "lock", "striped", "unordered"])
+async def test_blpop_holds_no_lock_while_it_waits(trio_server, mode):
+    """PopWait gives every guard up: held through the wait, the push it waits for could
+    never come (the key's lock), nor a FLUSHALL (the readers-writer lock)."""
+    server = trio_server.server
+    server.config.sync = mode
+    waiter, pusher = await trio_server.connect(), await trio_server.connect()
+    await waiter.send("BLPOP", "q", "0")
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.state.blocked_clients() == 1
+    assert not server.keyspace_lock.locked()   # the Condition let go of it to wait
+    assert server.keyspace_rw.readers == 0 and not server.key_locks
+    assert await pusher.call("FLUSHALL") == "OK"
+    assert await pusher.call("RPUSH", "q", "job") == 1   # as Redis: the length before serving
+    assert await waiter.read() == [b"q", b"job"]
+
+
+async def test_item_handed_to_a_waiter_that_hung_up_goes_back(trio_server):
+    """A push serves the waiter, and its client hangs up before the task wakes: the hang-up
+    watcher tells the session, which hands the item back instead of losing it."""
+    server = trio_server.server
+    waiter = await trio_server.connect()
+    await waiter.send("BLPOP", "q", "0")
+    await trio.testing.wait_all_tasks_blocked()
+    # What a push does under the guard, minus the wake-up: the item is the waiter's now.
+    server.state.keyspace.push(b"q", [b"job"], False)
+    assert server.state.waiters.serve(b"q", server.state.keyspace)
+    await waiter.stream.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    client = await trio_server.connect()
+    assert await client.call("LPOP", "q") == b"job"
+
+
+async def test_a_failing_connection_task_gives_its_leases_back(trio_server, caplog):
+    """A bug in the model's own loop ends that connection, not the server; what the
+    client held goes back to the pool all the same."""
+    server = trio_server.server
+    holder = await trio_server.connect()
+    assert isinstance(await holder.call("POOL.ACQUIRE"), int)
+
+    async def broken(conn):
+        raise RuntimeError("a bug in the read loop")
+
+    server._next_bytes = broken       # the holder's next wait for bytes fails
+    await holder.send("PING")
+    assert await holder.read() == "PONG"
+    assert await holder.closed_by_server()
+    del server._next_bytes
+    assert server.state.ledger.in_use == 0 and server.leases.borrowed_tokens == 0
+    assert "a connection failed" in caplog.text
+    client = await trio_server.connect()
+    assert await client.call("PING") == "PONG"
 
 
 async def test_timeouts_are_cancel_scopes_and_take_no_real_time(trio_server, autojump_clock):
@@ -420,6 +575,26 @@ async def test_stop_ends_idle_and_blocked_clients_and_returns(autojump_clock):
         assert await blocked.read() is NULL_ARRAY   # its wait was cut short, then answered
         assert await blocked.closed_by_server()
     assert not server.connections   # serve() returned: every connection task has ended
+
+
+async def test_stop_cancels_a_command_past_its_grace_and_still_returns_leases(autojump_clock):
+    """A command still running GRACE seconds after stop() is cancelled, its locks released;
+    the session's clean-up still runs (shielded), so the client's lease goes back."""
+    server = Server(Config(model="trio", port=0, race_window_us=60_000_000))   # a minute
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.serve, listeners)
+        await trio.testing.wait_all_tasks_blocked()
+        client = TrioClient(await trio.open_tcp_stream("127.0.0.1", port))
+        assert isinstance(await client.call("POOL.ACQUIRE"), int)
+        await client.send("INCR", "n")               # holds the keyspace lock in its window
+        await trio.testing.wait_all_tasks_blocked()
+        server.stop()
+        assert await client.closed_by_server()       # no reply: it was cut off, not finished
+        assert trio.current_time() == pytest.approx(GRACE)
+    assert server.state.ledger.in_use == 0 and server.leases.borrowed_tokens == 0
+    assert not server.keyspace_lock.locked() and server.state.keyspace.get(b"n") is None
 
 
 async def test_reply_error_from_a_wait_is_not_wrapped_in_an_exception_group(trio_server):
