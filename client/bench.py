@@ -49,8 +49,13 @@ from contend.client.load import run_load
 from contend.client.loadgen import DRIVERS, Plan
 from contend.client.redis_baseline import redis_benchmark
 from contend.client.scenarios import SCENARIOS
-from contend.client.servers import (client_on_cpu, on_cpu, raise_open_files_limit, start_contend,
-                            start_redis)
+from contend.client.servers import (
+    client_on_cpu,
+    on_cpu,
+    raise_open_files_limit,
+    start_contend,
+    start_redis,
+)
 
 DEFAULT_CLIENTS = "1,10,100,1000"
 DEFAULT_SCENARIOS = "ping,incr,pool,work,sleep"
@@ -108,7 +113,8 @@ def client_counts(text: str) -> list[int]:
     try:
         counts = [int(item) for item in comma_list(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError("client counts must be at least 1")
     return sorted(set(counts))
@@ -363,13 +369,14 @@ def draw_charts(pyplot, cells: list[Cell], about: dict, out: Path) -> list[Path]
         figure, axes = pyplot.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows),
                                        squeeze=False, dpi=80)
         flat = list(axes.flat)
-        for panel, scenario in zip(flat, scenarios):
+        for panel, scenario in zip(flat, scenarios, strict=False):
             for server in servers:
                 points = sorted((c.clients, getattr(c, field)) for c in cells
                                 if c.scenario == scenario and c.server == server
                                 and c.invariant_holds is not None and getattr(c, field) > 0)
                 if points:
-                    panel.plot(*zip(*points), label=server, linewidth=1.6, markersize=4,
+                    panel.plot(*zip(*points, strict=True), label=server, linewidth=1.6,
+                               markersize=4,
                                **style[server])
             panel.set_title(scenario, fontsize=11)
             panel.set_xscale("log")
@@ -389,7 +396,7 @@ def draw_charts(pyplot, cells: list[Cell], about: dict, out: Path) -> list[Path]
             panel.axis("off")
         handles, labels = flat[0].get_legend_handles_labels()
         for panel in flat[1:len(scenarios)]:   # a server missing from the first panel (redis)
-            for handle, text in zip(*panel.get_legend_handles_labels()):
+            for handle, text in zip(*panel.get_legend_handles_labels(), strict=True):
                 if text not in labels:
                     handles.append(handle)
                     labels.append(text)

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     if options.command == "serve":
-        from contend import server   # the CLI imports a server only to run one
+        from contend import server  # the CLI imports a server only to run one
         return server.serve(Config.from_options(options))
     if options.command == "load":
         from contend.client.load import main as load_main

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from contend.client.load import run_load
 from contend.client.loadgen import Plan
-from contend.client.race import race_model, render as render_race
+from contend.client.race import race_model
+from contend.client.race import render as render_race
 from contend.client.scenarios import SCENARIOS
 from contend.client.servers import start_contend
 

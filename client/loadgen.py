@@ -86,7 +86,8 @@ class ClientRun:
     def next_batch(self, now: float) -> bytes | None:
         """The bytes of the next pipeline of commands, or None when this client is done."""
         plan = self.plan
-        left = plan.pipeline if plan.requests is None else min(plan.pipeline, plan.requests - self.seq)
+        left = (plan.pipeline if plan.requests is None
+                else min(plan.pipeline, plan.requests - self.seq))
         if left <= 0 or now >= self.deadline:
             return None
         self.batch = [plan.scenario.command(self.index, self.seq + i) for i in range(left)]
@@ -236,7 +237,7 @@ def run_trio(plan: Plan, indices: list[int], progress) -> list[ClientOutcome]:
         async with trio.open_nursery() as nursery:
             for slot, index in enumerate(indices):
                 nursery.start_soon(client, slot, index)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             go.set()
         return outcomes
 

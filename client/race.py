@@ -54,7 +54,8 @@ def add_race_arguments(parser) -> None:
 def render(rows: list[RaceRow], console: Console, window_us: int) -> None:
     table = Table(title=f"contend race: incr and bank, race window {window_us} us")
     for column in ("model", "sync", "ops", "lost updates", "money delta", "verdict"):
-        table.add_column(column, justify="left" if column in ("model", "sync", "verdict") else "right")
+        left = column in ("model", "sync", "verdict")
+        table.add_column(column, justify="left" if left else "right")
     for row in rows:
         verdict = "[green]exact[/]" if row.holds else "[red]races[/]"
         table.add_row(row.model, row.sync, f"{row.ops:,}", str(row.lost_updates),

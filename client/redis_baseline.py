@@ -85,7 +85,8 @@ def markdown(figures: list[Figure]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m contend.client.redis_baseline", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m contend.client.redis_baseline",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="threads", help="comma-separated contend models")
     parser.add_argument("--requests", type=int, default=100_000, help="requests per test")

@@ -155,7 +155,7 @@ class Pool(Scenario):
 
     def verdict(self, admin, tallies, ops, errors):
         status = admin.call("POOL.STATUS")
-        figures = dict(zip(status[::2], status[1::2]))
+        figures = dict(zip(status[::2], status[1::2], strict=True))
         size, peak = figures[b"size"], figures[b"peak-in-use"]
         return Invariant(peak <= size, f"<= {size}", peak,
                          f"peak {peak} of {size} leases in use")

@@ -16,15 +16,16 @@ import sys
 
 from contend.client.load import run_load
 from contend.client.loadgen import DRIVERS, Plan
-from contend.client.scenarios import Ping
 from contend.client.redis_baseline import redis_benchmark
+from contend.client.scenarios import Ping
 from contend.client.servers import client_on_cpu, on_cpu, raise_open_files_limit, start_redis
 
 CLIENTS = 50
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m contend.client.speed_check", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m contend.client.speed_check",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=100_000, help="requests in all, per run")
     options = parser.parse_args(argv)

@@ -22,7 +22,7 @@ def main(paths: list[str]) -> int:
             results.append(json.load(file))
     first = results[0]["ops_per_sec"]
     width = max(len(path) for path in paths)
-    for path, result in zip(paths, results):
+    for path, result in zip(paths, results, strict=True):
         latency = result["latency_ms"]
         line = (f"{path:<{width}}  {result['scenario']:<6} {result['clients']:>4} clients "
                 f"{result['ops_per_sec']:>9,.0f} ops/s  p50 {latency['p50']:8.2f} ms  "

@@ -74,7 +74,8 @@ def serve(config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m contend.server", description="Run a contend server.")
+    parser = argparse.ArgumentParser(prog="python -m contend.server",
+                                     description="Run a contend server.")
     add_serve_arguments(parser)
     return serve(Config.from_options(parser.parse_args(argv)))
 

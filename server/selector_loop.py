@@ -58,7 +58,8 @@ from contend.server.selector_sync import (
     Timers,
 )
 from contend.shared import effects as fx
-from contend.shared.commands.events import BarrierView, broken, parties_mismatch
+from contend.shared.commands.events import broken, parties_mismatch
+from contend.shared.effects import BarrierView
 from contend.shared.guards import EXCLUSIVE, KEY, KEYSPACE, SHARED, key_steps
 from contend.shared.session import CLOSE, FLUSH, NEED_DATA, Call, Session
 from contend.shared.stalls import LoopStalls

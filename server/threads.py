@@ -38,7 +38,8 @@ from contend.server.threads_sync import (
     wait_in_slices,
 )
 from contend.shared import effects as fx
-from contend.shared.commands.events import BarrierView, broken, parties_mismatch
+from contend.shared.commands.events import broken, parties_mismatch
+from contend.shared.effects import BarrierView
 from contend.shared.guards import EXCLUSIVE, KEY, SHARED, Step, key_steps
 from contend.shared.session import CLOSE, NEED_DATA, Call, Session
 from contend.shared.state import ServerState

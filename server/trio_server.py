@@ -41,7 +41,8 @@ import trio
 from contend.server import open_listener
 from contend.server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent, ReadersWriterLock
 from contend.shared import effects as fx
-from contend.shared.commands.events import BarrierView, broken, parties_mismatch
+from contend.shared.commands.events import broken, parties_mismatch
+from contend.shared.effects import BarrierView
 from contend.shared.guards import EXCLUSIVE, KEY, KEYSPACE, LISTS, SHARED, Step, key_steps
 from contend.shared.resp import ReplyError
 from contend.shared.session import CLOSE, FLUSH, NEED_DATA, Call, Session
@@ -404,7 +405,9 @@ class Server:
 
     def race_window(self, conn, effect, held):
         if self.config.race_window_us:
-            return trio.sleep(self.config.race_window)   # others run now, between read and write
+            # Returned, not awaited here: the command's driver awaits it, and others run
+            # meanwhile, between this command's read and its write.
+            return trio.sleep(self.config.race_window)  # noqa: ASYNC105
         # With window 0 there is no await between read and write, so no other
         # task can run in between: even `sync off` counts exactly.
         return None

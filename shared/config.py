@@ -33,7 +33,7 @@ class Config:
     appendonly: str = "no"
 
     @classmethod
-    def from_options(cls, options: argparse.Namespace) -> "Config":
+    def from_options(cls, options: argparse.Namespace) -> Config:
         return cls(**{name: getattr(options, name) for name in cls.__dataclass_fields__
                       if hasattr(options, name)})
 

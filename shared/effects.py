@@ -24,13 +24,13 @@ Rules every model keeps:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from contend.shared.resp import ReplyError
 
-if TYPE_CHECKING:   # for the annotations only: events imports this module
-    from contend.shared.commands.events import BarrierView
+if TYPE_CHECKING:   # for the annotations only
     from contend.shared.waiters import ListWaiter
 
 R = TypeVar("R")
@@ -124,9 +124,22 @@ class BarrierReset(Effect[bool]):
     name: bytes
 
 
+@dataclass
+class BarrierView:
+    """What BARRIER.STATUS reports, whichever model holds the barrier."""
+    parties: int
+    waiting: int
+    broken: bool
+    generation: int     # rounds completed so far
+
+    def reply(self) -> list[object]:
+        return [b"parties", self.parties, b"waiting", self.waiting,
+                b"broken", int(self.broken), b"generation", self.generation]
+
+
 @dataclass(slots=True)
 class BarrierStatus(Effect["BarrierView | None"]):
-    """Returns `shared.commands.events.BarrierView`, or None for an unknown barrier."""
+    """Returns a BarrierView, or None for an unknown barrier."""
     name: bytes
 
 

@@ -81,10 +81,8 @@ class RequestParser:
 
     def next_command(self) -> list[bytes] | None:
         while self._pos < len(self._buf):
-            if self._buf[self._pos] == 0x2A:  # '*'
-                command = self._multibulk()
-            else:
-                command = self._inline()
+            # '*' starts a multibulk array; anything else is an inline command
+            command = self._multibulk() if self._buf[self._pos] == 0x2A else self._inline()
             if command is None:
                 return None
             if command:  # empty line, *0 and *-N are skipped without a reply
@@ -159,7 +157,7 @@ class RequestParser:
                 if self._hidden_by_nul(pos, newline):
                     self._incomplete(pos, "too big bulk count string")
                     return None
-                got = chr(buf[pos]) if 0x20 <= buf[pos] < 0x7F else "\\x%02x" % buf[pos]
+                got = chr(buf[pos]) if 0x20 <= buf[pos] < 0x7F else f"\\x{buf[pos]:02x}"
                 raise ProtocolError(f"expected '$', got '{got}'")
             digits = buf[pos + 1:newline]
             # A length is never negative, so plain digits without a leading zero will do.

@@ -120,7 +120,8 @@ class Session:
                     argv = self.parser.next_command()
                 except ProtocolError as error:
                     self._send(error.reply)
-                    client.closing = True   # Redis replies, then closes: the stream has no frame left
+                    # Redis replies, then closes: the stream has no frame boundary left
+                    client.closing = True
                     break
                 if argv is None:
                     return NEED_DATA

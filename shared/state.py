@@ -18,8 +18,8 @@ from contend.shared.pool import LeaseLedger
 from contend.shared.waiters import ListWaiters
 
 VERSION = "0.1.0"
-REDIS_VERSION = "7.0.0"
-MAXCLIENTS_REPLY = b"-ERR max number of clients reached\r\n"   # the Redis whose behaviour contend follows, for clients that ask
+REDIS_VERSION = "7.0.0"   # the Redis whose behaviour contend follows, for clients that ask
+MAXCLIENTS_REPLY = b"-ERR max number of clients reached\r\n"
 
 
 @dataclass
@@ -43,14 +43,14 @@ class ServerState:
         self.started = time.time()
         self._client_ids = count(1)  # next() on a count is atomic under the GIL
 
-    def connect(self, addr: str = "", laddr: str = "") -> "Client":
+    def connect(self, addr: str = "", laddr: str = "") -> Client:
         client = Client(self, next(self._client_ids), addr, laddr)
         client.authenticated = not self.config.requirepass
         self.clients[client.id] = client
         self.stats.connections_received += 1
         return client
 
-    def disconnect(self, client: "Client") -> None:
+    def disconnect(self, client: Client) -> None:
         """Forget a client (its session has returned its leases already).
 
         It adds to a server-wide total, so a model whose clients leave in

@@ -38,7 +38,7 @@ def blocked_clients(server) -> int:
 
 def as_dict(flat: list) -> dict:
     """POOL.STATUS / BARRIER.STATUS / CONFIG GET replies as a dict."""
-    return {key.decode(): value for key, value in zip(flat[::2], flat[1::2])}
+    return {key.decode(): value for key, value in zip(flat[::2], flat[1::2], strict=True)}
 
 
 def run_together(count: int, work) -> list:

@@ -38,8 +38,9 @@ from itertools import count
 from types import GeneratorType
 
 from contend.shared import effects as fx
-from contend.shared.commands.events import BarrierView, broken, parties_mismatch
+from contend.shared.commands.events import broken, parties_mismatch
 from contend.shared.config import Config
+from contend.shared.effects import BarrierView
 from contend.shared.guards import EXCLUSIVE, KEY, KEYSPACE, LISTS, SHARED, Step, key_steps
 from contend.shared.info import render_info
 from contend.shared.resp import NEED_MORE, ReplyError, ReplyParser, encode_command

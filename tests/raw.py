@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 from contend.client.connection import Connection
@@ -19,6 +18,6 @@ class RawClient(Connection):
                     return True
         except ConnectionResetError:
             return True
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         return False

@@ -170,8 +170,10 @@ def test_pool_size_can_grow_and_shrink_at_run_time(server):
 
 def test_pool_bad_arguments(server):
     with server.raw() as client:
-        assert str(client.call("POOL.ACQUIRE", "abc")) == "ERR timeout is not a float or out of range"
-        assert str(client.call("POOL.RELEASE", "x")) == "ERR value is not an integer or out of range"
+        assert (str(client.call("POOL.ACQUIRE", "abc"))
+                == "ERR timeout is not a float or out of range")
+        assert (str(client.call("POOL.RELEASE", "x"))
+                == "ERR value is not an integer or out of range")
         assert str(client.call("POOL.USE", "-1")) == "ERR milliseconds must not be negative"
         assert "wrong number of arguments" in str(client.call("POOL.STATUS", "x"))
 

@@ -28,7 +28,8 @@ CASES = {
                         ("RPUSH", "l", "x"), ("TYPE", "l"), ("DEL", "l"), ("EXISTS", "l")],
     "keys": [("MSET", "user:1", "a", "user:2", "b", "other", "c", "u[x]", "d"),
              ("sorted", "KEYS", "*"), ("sorted", "KEYS", "user:*"), ("sorted", "KEYS", "user:?"),
-             ("sorted", "KEYS", "*[12]"), ("sorted", "KEYS", "*[^1]"), ("sorted", "KEYS", "u\\[x\\]"),
+             ("sorted", "KEYS", "*[12]"), ("sorted", "KEYS", "*[^1]"),
+             ("sorted", "KEYS", "u\\[x\\]"),
              ("sorted", "KEYS", "nothing*"), ("sorted", "KEYS", "USER:*")],
     "mget and mset": [("MSET", "a", "1", "b", "2"), ("RPUSH", "l", "x"),
                       ("MGET", "a", "l", "missing", "b"), ("MSET", "a"), ("MSET", "a", "1", "b")],
@@ -97,5 +98,5 @@ def test_replies_match_redis(case, server, redis_server):
     with server.raw() as client:
         client.call("FLUSHALL")
         got = run_script(client, CASES[case])
-    for command, want, have in zip(CASES[case], expected, got):
+    for command, want, have in zip(CASES[case], expected, got, strict=True):
         assert have == want, f"{command}: redis says {want!r}, {server.name} says {have!r}"

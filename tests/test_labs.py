@@ -118,7 +118,8 @@ class Sheet:
         self.processes: list[subprocess.Popen] = []
         self.commands: list[str] = []
         bindir = str(Path(sys.executable).parent)
-        self.env = {**os.environ, "COLUMNS": "120", "PATH": bindir + os.pathsep + os.environ["PATH"]}
+        self.env = {**os.environ, "COLUMNS": "120",
+                    "PATH": bindir + os.pathsep + os.environ["PATH"]}
 
     def localise(self, command: str) -> str:
         if not self.ports:
@@ -132,7 +133,8 @@ class Sheet:
             assert named, f"{self.path.name}:{block.line}: a server names its --port: {command}"
             self.ports[named.group(1)] = free_port()
             argv = shlex.split(self.localise(command))
-            log = open(self.workdir / f"server-{len(self.processes)}.log", "w")
+            log = open(  # noqa: SIM115 - the server writes to it for as long as it runs
+                self.workdir / f"server-{len(self.processes)}.log", "w")
             self.processes.append(subprocess.Popen(argv, cwd=self.workdir, env=self.env,
                                                    stdout=log, stderr=subprocess.STDOUT))
             self.commands.append(command)
@@ -171,7 +173,7 @@ class Sheet:
     def casualties(self) -> str:
         """Servers that have exited, with the end of their output: why a command failed."""
         report = ""
-        for n, (command, process) in enumerate(zip(self.commands, self.processes)):
+        for n, (command, process) in enumerate(zip(self.commands, self.processes, strict=False)):
             if process.poll() is not None:
                 log = (self.workdir / f"server-{n}.log").read_text()[-2000:]
                 report += f"\n[server `{command}` exited {process.returncode}]\n{log}"
@@ -210,7 +212,9 @@ def test_every_lab_links_to_code_that_exists():
             assert linked.exists(), f"{path.name} links to missing {target}"
             named = re.fullmatch(r"`(?:\w+\.)?(\w+)`", name)
             if named and linked.suffix == ".py":
-                defined = rf"^\s*(?:async def|def|class) {named.group(1)}\b|^\s*(?:self\.)?{named.group(1)}\b.*="
+                name = named.group(1)
+                defined = (rf"^\s*(?:async def|def|class) {name}\b"
+                           rf"|^\s*(?:self\.)?{name}\b.*=")
                 assert re.search(defined, linked.read_text(), re.MULTILINE), \
                     f"{path.name}: {target} no longer defines {name}"
 

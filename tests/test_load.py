@@ -28,7 +28,8 @@ def load(server, tmp_path, *args) -> tuple[int, dict]:
 def test_incr_verdict_matches_the_counters_read_back(server, tmp_path):
     with server.raw() as client:
         client.call("CONFIG", "SET", "sync", "off", "race-window-us", "3000")
-    code, result = load(server, tmp_path, "--scenario", "incr", "--clients", "8", "--requests", "20")
+    code, result = load(server, tmp_path, "--scenario", "incr", "--clients", "8",
+                        "--requests", "20")
     with server.raw() as client:
         counted = sum(int(client.call("GET", f"contend:incr:{n}") or 0) for n in range(4))
     invariant = result["invariant"]
@@ -51,7 +52,8 @@ def test_every_driver_gets_an_exact_count_under_lock(server, tmp_path, driver):
 def test_bank_verdict_matches_an_audit(server, tmp_path):
     with server.raw() as client:
         client.call("CONFIG", "SET", "sync", "off", "race-window-us", "2000")
-    code, result = load(server, tmp_path, "--scenario", "bank", "--clients", "8", "--requests", "15")
+    code, result = load(server, tmp_path, "--scenario", "bank", "--clients", "8",
+                        "--requests", "15")
     with server.raw() as client:
         audit = client.call("BANK.AUDIT", *[f"contend:bank:{n}" for n in range(5)])
     assert result["invariant"]["observed"] == audit

@@ -9,6 +9,7 @@ own `server.py` in the current folder.
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import venv
@@ -54,14 +55,22 @@ def fresh_venv(tmp_path_factory):
     venv.create(where, with_pip=True, system_site_packages=True)
     python = where / "bin" / "python"
     before = set(site_packages(python).iterdir())
-    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(ROOT)],
+    # Built from a copy, so setuptools' build/ folder lands there and not in the checkout.
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for folder in ("contend", "server", "client", "shared"):
+        shutil.copytree(ROOT / folder, source / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(source)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return python, before
 
 
 def site_packages(python: Path) -> Path:
-    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+    where = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    out = subprocess.run([str(python), "-c", where],
                          capture_output=True, text=True, check=True)
     return Path(out.stdout.strip())
 

@@ -52,7 +52,8 @@ def test_protocol_error_is_answered_then_connection_closed(target, request_bytes
         assert client.call("PING") == "PONG"
 
 
-@pytest.mark.parametrize("prefix", [b"\x00", b"*\x00", b"$\x00"], ids=["nul", "star-nul", "dollar-nul"])
+@pytest.mark.parametrize("prefix", [b"\x00", b"*\x00", b"$\x00"],
+                         ids=["nul", "star-nul", "dollar-nul"])
 def test_protocol_desync_is_cut_off(target, prefix):
     """Redis's desync regression: a bad prefix then endless bytes with no newline."""
     with target.raw() as client:

@@ -1,4 +1,5 @@
-"""The real Redis clients work unchanged: redis-py (sync and asyncio), redis-cli, redis-benchmark."""
+"""The real Redis clients work unchanged: redis-py (sync and asyncio), redis-cli and
+redis-benchmark."""
 
 from __future__ import annotations
 

@@ -6,9 +6,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contend.shared.resp import (INLINE_MAX, NEED_MORE, NO_REPLY, NULL_ARRAY, ProtocolError, ReplyError,
-                         ReplyParser, RequestParser, encode, encode_command,
-                         split_inline)
+from contend.shared.resp import (
+    INLINE_MAX,
+    NEED_MORE,
+    NO_REPLY,
+    NULL_ARRAY,
+    ProtocolError,
+    ReplyError,
+    ReplyParser,
+    RequestParser,
+    encode,
+    encode_command,
+    split_inline,
+)
 
 
 def parse_all(data: bytes, max_bulk: int = 512 * 1024 * 1024) -> list:
@@ -153,7 +163,7 @@ def chunked(draw, data_strategy):
     data = draw(data_strategy)
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
     bounds = [0, *cuts, len(data)]
-    return data, [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return data, [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 # Arbitrary bytes, plus bytes built from RESP's own pieces so the parser's deep

@@ -6,12 +6,17 @@ the arguments, the replies and the error texts every model shares.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from contend.shared.args import parse_positive, parse_timeout
 from contend.shared.commands.table import command
-from contend.shared.effects import (BarrierReset, BarrierStatus, BarrierWait, EventClear, EventIsSet,
-                            EventSet, EventWait)
+from contend.shared.effects import (
+    BarrierReset,
+    BarrierStatus,
+    BarrierWait,
+    EventClear,
+    EventIsSet,
+    EventSet,
+    EventWait,
+)
 from contend.shared.resp import NULL_ARRAY, ReplyError
 
 
@@ -22,19 +27,6 @@ def broken(name: bytes) -> ReplyError:
 def parties_mismatch(name: bytes, parties: int, asked: int) -> ReplyError:
     return ReplyError(f"ERR barrier '{name.decode('utf-8', 'replace')}' has {parties} parties, "
                       f"not {asked}; BARRIER.RESET it first")
-
-
-@dataclass
-class BarrierView:
-    """What BARRIER.STATUS reports, whichever model holds the barrier."""
-    parties: int
-    waiting: int
-    broken: bool
-    generation: int     # rounds completed so far
-
-    def reply(self) -> list:
-        return [b"parties", self.parties, b"waiting", self.waiting,
-                b"broken", int(self.broken), b"generation", self.generation]
 
 
 @command("barrier.wait", -3, "barrier", flags=("blocking",))

@@ -24,7 +24,7 @@ def config(client, argv):
     if sub == b"set":
         if len(argv) < 4 or len(argv) % 2:
             raise wrong_arity("config|set")
-        pairs = list(zip(argv[2::2], argv[3::2]))
+        pairs = list(zip(argv[2::2], argv[3::2], strict=True))
         return _apply(settings.set(pairs))
     if sub == b"resetstat":
         stats = client.server.stats

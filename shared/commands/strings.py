@@ -30,7 +30,8 @@ def set_(client, argv):
 def _set(keyspace, key, value, options):
     yield Guard((key,))
     # NX and XX are check-then-act: only the guard makes the check still true at the write.
-    if (b"nx" in options and keyspace.exists(key)) or (b"xx" in options and not keyspace.exists(key)):
+    exists = keyspace.exists(key)
+    if (b"nx" in options and exists) or (b"xx" in options and not exists):
         return None
     keyspace.set(key, value)
     return "OK"
@@ -76,7 +77,7 @@ def mget(client, argv):
 def mset(client, argv):
     if len(argv) % 2 == 0:
         raise wrong_arity("mset")
-    pairs = list(zip(argv[1::2], argv[2::2]))
+    pairs = list(zip(argv[1::2], argv[2::2], strict=True))
     return _mset(client.server.keyspace, pairs)
 
 

@@ -7,8 +7,8 @@ yields `shared.effects` to its model and returns the reply at the end.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 NO_AUTH = "no-auth"      # may run before AUTH (AUTH, HELLO, QUIT)
 
