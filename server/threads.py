@@ -25,6 +25,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 
@@ -220,7 +221,7 @@ class Server:
             else:   # KEYSPACE or LISTS: the one RLock, which the lists' Condition is built on
                 conn.held.enter_context(self.keyspace_lock)
 
-    def _lock_key(self, conn: Connection, step: Step, plan: list[Step]) -> None:
+    def _lock_key(self, conn: Connection, step: Step, plan: Sequence[Step]) -> None:
         if step.window:
             self.race_window(conn, None)   # unordered: holding the first lock a while
         lock = self.key_locks.want(step.key)

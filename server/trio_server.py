@@ -33,6 +33,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import CoroutineType
 
@@ -354,7 +355,8 @@ class Server:
                 return self._climb(conn, plan, position, held)
         return None
 
-    async def _climb(self, conn: Connection, plan: list[Step], position: int, held: list) -> None:
+    async def _climb(self, conn: Connection, plan: Sequence[Step], position: int,
+                     held: list) -> None:
         """The rest of the plan, from `position`: each step waits its turn if it must."""
         for step in plan[position:]:
             if step.window:

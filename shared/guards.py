@@ -19,6 +19,7 @@ steps a model takes; the model only maps each step to its own primitive.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from contend.shared.effects import ALL_KEYS, Guard
@@ -52,7 +53,10 @@ def key_order(mode: str, keys: tuple[bytes, ...]) -> list[bytes]:
     return sorted(set(keys)) if mode == "striped" else list(dict.fromkeys(keys))
 
 
-def lock_plan(mode: str, guard: Guard, nested: bool = False) -> list[Step]:
+_LOCK_MODE_PLAN = (Step(KEYSPACE),)   # the same for every guard: made once
+
+
+def lock_plan(mode: str, guard: Guard, nested: bool = False) -> Sequence[Step]:
     """The steps that grant `guard` under `mode`, top of the ladder first.
 
     `nested`: the command already holds a guard over these keys (the session
@@ -61,12 +65,12 @@ def lock_plan(mode: str, guard: Guard, nested: bool = False) -> list[Step]:
     readers-writer lock is never re-entered: a second shared acquire behind a
     waiting writer would wait for a writer that waits for us.
     """
-    if mode == "off":
-        return []
     if mode == "lock":
-        return [Step(KEYSPACE)]
+        return _LOCK_MODE_PLAN
+    if mode == "off" or (nested and guard.keys is ALL_KEYS):
+        return ()
     if guard.keys is ALL_KEYS:
-        return [] if nested else [Step(EXCLUSIVE)]
+        return (Step(EXCLUSIVE),)
     keys = key_order(mode, guard.keys)
     unordered = mode == "unordered" and not nested
     steps = [] if nested else [Step(SHARED)]
@@ -78,6 +82,6 @@ def lock_plan(mode: str, guard: Guard, nested: bool = False) -> list[Step]:
     return steps
 
 
-def key_steps(plan: list[Step]) -> list[bytes]:
+def key_steps(plan: Sequence[Step]) -> list[bytes]:
     """The keys a plan locks, in order (for the DEADLOCK reply)."""
     return [step.key for step in plan if step.key is not None]

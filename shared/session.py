@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from types import GeneratorType
 from typing import Any
 
@@ -90,6 +90,7 @@ class Session:
         if not data:
             self.connection_lost()
         elif not self.peer_gone:
+            self.parser.max_bulk = self.state.config.proto_max_bulk_len   # CONFIG SET applies
             self.parser.feed(data)
 
     def connection_lost(self) -> None:
@@ -113,10 +114,11 @@ class Session:
         while not (self.peer_gone or client.closing):
             if self.out_size >= OUTPUT_SOFT_LIMIT:
                 return FLUSH   # the client reads slower than it sends: let it catch up first
-            argv, self._held_back = self._held_back, None
-            if argv is None:
+            argv = self._held_back
+            if argv is not None:
+                self._held_back = None
+            else:
                 try:
-                    self.parser.max_bulk = self.state.config.proto_max_bulk_len
                     argv = self.parser.next_command()
                 except ProtocolError as error:
                     self._send(error.reply)
@@ -178,7 +180,8 @@ class Session:
             data = encode(value)
         except Exception as error:
             data = encode(self._internal_error(self.client.last_command, error))
-        self._send(data)
+        self._out.append(data)
+        self.out_size += len(data)
 
     def _send(self, data: bytes) -> None:
         if not self.peer_gone:
@@ -234,7 +237,7 @@ class Call:
     def send(self, value: Any = None) -> Effect[Any] | None:
         """Resume the command with an effect's result; the next effect, or None once it ended."""
         try:
-            if isinstance(value, BaseException):
+            if value is not None and isinstance(value, BaseException):
                 effect = self.steps.throw(value)
             else:
                 effect = self.steps.send(value)
@@ -259,11 +262,11 @@ class Call:
             self.session.call = None
             self.session.client.running = False
 
-    def guard_plan(self, guard: Guard) -> list[Step]:
+    def guard_plan(self, guard: Guard) -> Sequence[Step]:
         """The locks to take for `guard`, in the one order (shared/guards.py)."""
         mode = self.session.client.sync
         if mode == "off":
-            return []
+            return ()
         held = self._guarded
         if held is _NOTHING:
             self._guarded = _EVERY_KEY if guard.keys is ALL_KEYS else frozenset(guard.keys)
