@@ -15,10 +15,19 @@ from contend.shared.resp import ReplyError
 
 
 class Keyspace:
-    __slots__ = ("data",)
+    __slots__ = ("data", "watchers")
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes | deque] = {}
+        # WATCH: each watched key and the clients watching it; a write to it makes
+        # their EXEC fail (WATCH and EXEC). Empty, it costs a write nothing.
+        self.watchers: dict[bytes, set] = {}
+
+    def touch(self, key: bytes) -> None:
+        """`key` was written: every client watching it will have its EXEC refused."""
+        if self.watchers:
+            for client in self.watchers.get(key, ()):
+                client.dirty = True
 
     # -- strings ------------------------------------------------------------
 
@@ -30,6 +39,7 @@ class Keyspace:
 
     def set(self, key: bytes, value: bytes) -> None:
         self.data[key] = value
+        self.touch(key)
 
     def read_int(self, key: bytes) -> int:
         """The counter at key, 0 when missing: the 'read' of read-modify-write."""
@@ -39,6 +49,7 @@ class Keyspace:
     def write_int(self, key: bytes, value: int) -> None:
         """The 'write' of read-modify-write."""
         self.data[key] = b"%d" % value
+        self.touch(key)
 
     # -- any type -----------------------------------------------------------
 
@@ -46,7 +57,10 @@ class Keyspace:
         return key in self.data
 
     def delete(self, key: bytes) -> bool:
-        return self.data.pop(key, None) is not None
+        if self.data.pop(key, None) is None:
+            return False
+        self.touch(key)
+        return True
 
     def type_of(self, key: bytes) -> str:
         value = self.data.get(key)
@@ -65,6 +79,8 @@ class Keyspace:
         return len(self.data)
 
     def flush(self) -> None:
+        for key in [key for key in self.watchers if key in self.data]:
+            self.touch(key)
         self.data.clear()
 
     # -- lists --------------------------------------------------------------
@@ -83,6 +99,7 @@ class Keyspace:
             items.extendleft(values)
         else:
             items.extend(values)
+        self.touch(key)
         return len(items)
 
     def pop(self, key: bytes, left: bool) -> bytes | None:
@@ -92,6 +109,7 @@ class Keyspace:
         value = items.popleft() if left else items.pop()
         if not items:
             del self.data[key]  # Redis never keeps an empty list
+        self.touch(key)
         return value
 
     def pop_many(self, key: bytes, left: bool, count: int) -> list[bytes] | None:
@@ -101,6 +119,8 @@ class Keyspace:
         popped = [items.popleft() if left else items.pop() for _ in range(min(count, len(items)))]
         if not items:
             del self.data[key]
+        if popped:
+            self.touch(key)
         return popped
 
     def length(self, key: bytes) -> int:

@@ -255,7 +255,7 @@ def split_inline(line: bytes) -> list[bytes]:
 OK = b"+OK\r\n"
 
 
-def encode(value) -> bytes:
+def encode(value, protocol: int = 2) -> bytes:
     """Turn a handler's result into RESP2 bytes.
 
     bytes -> bulk, int -> integer, None -> null bulk, str -> status,

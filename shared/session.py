@@ -177,7 +177,7 @@ class Session:
         if value is NO_REPLY or self.peer_gone:
             return
         try:
-            data = encode(value)
+            data = encode(value, self.client.protocol)
         except Exception as error:
             data = encode(self._internal_error(self.client.last_command, error))
         self._out.append(data)

@@ -85,6 +85,8 @@ class Client:
     running: bool = False       # a command of its is in flight (INFO commands_in_flight)
     closing: bool = False       # QUIT or SHUTDOWN: close once the reply is sent
     sync: str = "lock"          # the sync mode the running command started in
+    protocol: int = 2           # RESP2 until HELLO 3; the session encodes every reply in it
+    dirty: bool = False         # a key it WATCHes was written: its next EXEC is refused
     commands: int = 0
     last_command: bytes = b"NULL"
     created: float = field(default_factory=time.time)

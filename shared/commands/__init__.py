@@ -15,7 +15,7 @@ from contend.shared.resp import ReplyError
 
 NOAUTH = ReplyError("NOAUTH Authentication required.")
 
-__all__ = ["BLOCKING", "COMMANDS", "Command", "dispatch", "unknown_command"]
+__all__ = ["BLOCKING", "COMMANDS", "Command", "dispatch", "lookup", "run", "unknown_command"]
 
 # Names of the commands that may wait; a model sends earlier replies before running one.
 BLOCKING = frozenset(name for name, command in COMMANDS.items() if "blocking" in command.flags)
@@ -31,10 +31,10 @@ def unknown_command(argv: list[bytes]) -> ReplyError:
     return ReplyError(f"ERR unknown command '{name}', with args beginning with: {args}")
 
 
-def dispatch(client, argv: list[bytes]):
-    """Run one command: a reply value, or a generator of effects for the model to drive."""
-    name = argv[0].lower()
-    command = COMMANDS.get(name)
+def lookup(client, argv: list[bytes]) -> Command | ReplyError:
+    """The command argv names, or the error Redis answers instead, checked in Redis's
+    order: the name, the arity, then authentication. (MULTI queues what passes.)"""
+    command = COMMANDS.get(argv[0].lower())
     if command is None:
         return unknown_command(argv)
     arity, argc = command.arity, len(argv)
@@ -42,8 +42,13 @@ def dispatch(client, argv: list[bytes]):
         return wrong_arity(command.name)
     if not client.authenticated and NO_AUTH not in command.flags:
         return NOAUTH
+    return command
+
+
+def run(client, command: Command, argv: list[bytes]):
+    """Run a looked-up command: a reply value, or a generator of effects for the model."""
     client.commands += 1
-    client.last_command = name
+    client.last_command = argv[0].lower()
     client.last_active = time.time()
     # A command keeps the sync mode it started in for all its guards: if CONFIG SET
     # switched modes between a command's first guard and a nested one, a command
@@ -54,3 +59,11 @@ def dispatch(client, argv: list[bytes]):
         return command.handler(client, argv)
     except ReplyError as error:
         return error
+
+
+def dispatch(client, argv: list[bytes]):
+    """Look a command up and run it: a reply value, or a generator of effects."""
+    command = lookup(client, argv)
+    if type(command) is not Command:
+        return command   # the error Redis answers
+    return run(client, command, argv)
