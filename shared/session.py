@@ -112,6 +112,10 @@ class Session:
             raise RuntimeError("the running Call has not ended")
         client = self.client
         while not (self.peer_gone or client.closing):
+            chore = self.state.due_chore()   # server upkeep (active expiry), on this turn
+            if chore is not None:
+                self.call = Call(self, chore, b"chore")
+                return self.call
             if self.out_size >= OUTPUT_SOFT_LIMIT:
                 return FLUSH   # the client reads slower than it sends: let it catch up first
             argv = self._held_back

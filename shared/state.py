@@ -58,6 +58,11 @@ class ServerState:
         self.clients.pop(client.id, None)
         self.stats.commands_of_closed_clients += client.commands
 
+    def due_chore(self):
+        """Upkeep the server owes now, as a command's steps for a session to run
+        (under that command's guards, like any command), or None: the usual case."""
+        return None
+
     def refuse(self) -> bytes:
         """A connection past maxclients: counted, and the one line Redis sends before closing."""
         self.stats.rejected_connections += 1
