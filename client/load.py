@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from hdrh.histogram import HdrHistogram
 from rich.console import Console
@@ -38,6 +38,7 @@ class LoadResult:
     ops_per_sec: float
     latency_ms: dict
     invariant: dict
+    figures: dict = field(default_factory=dict)   # the scenario's own (cas: retries)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -98,11 +99,13 @@ def run_load(plan: Plan, driver: str = "threads", show_progress: bool = False) -
     errors = Counter()
     for outcome in outcomes:
         errors.update(outcome.errors)
+    tallies = [o.tally for o in outcomes]
     with connect(plan) as admin:
-        invariant = scenario.verdict(admin, [o.tally for o in outcomes], ops, sum(errors.values()))
+        invariant = scenario.verdict(admin, tallies, ops, sum(errors.values()))
     return LoadResult(scenario.name, plan.clients, driver, ops, sum(errors.values()), dict(errors),
                       round(took, 4), round(ops / took, 1) if took else 0.0,
-                      merged_latency([o.histogram for o in outcomes]), invariant.as_dict())
+                      merged_latency([o.histogram for o in outcomes]), invariant.as_dict(),
+                      scenario.figures(tallies, ops))
 
 
 class _ProgressBar:
@@ -146,11 +149,15 @@ class _ProgressBar:
 def render(result: LoadResult, console: Console) -> None:
     table = Table(title=f"contend load: {result.scenario}, {result.clients} clients, "
                         f"{result.driver} driver")
-    for column in ("ops", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "errors"):
+    figures = [name.replace("_per_", "/") for name in result.figures]   # retries_per_op: retries/op
+    for column in ("ops", "ops/s", *figures, "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
+                   "errors"):
         table.add_column(column, justify="right")
     latency = result.latency_ms
     errors = ", ".join(f"{kind} {n}" for kind, n in sorted(result.errors_by_kind.items())) or "0"
     table.add_row(f"{result.ops:,}", f"{result.ops_per_sec:,.0f}",
+                  *(f"{value:,.2f}" if isinstance(value, float) else f"{value:,}"
+                    for value in result.figures.values()),
                   *(f"{latency[k]:.3f}" for k in ("p50", "p90", "p99", "p999", "max")), errors)
     console.print(table)
     invariant = result.invariant
@@ -167,6 +174,9 @@ def plan_from_options(options) -> Plan:
         raise ValueError("--rate must be positive")
     if options.requests is None and options.duration is None:
         options.requests = 100
+    if scenario_class.conversational and options.pipeline > 1:
+        raise ValueError(f"the {options.scenario} scenario cannot pipeline (each step waits for "
+                         "the replies to the one before): leave out --pipeline")
     if scenario_class.needs_request_count and options.requests is None:
         raise ValueError(f"the {options.scenario} scenario needs --requests "
                          "(every client must do the same number of rounds)")

@@ -1,9 +1,13 @@
 """The load generator: one client's run (sans-io), and three drivers that run many.
 
 `ClientRun` decides what to send when and what each reply means; it never
-touches a socket. The drivers own the sockets and show the same comparison
-on the client side that the servers show: threads (one per client), trio
-(one task per client), processes (workers, each with threads, results merged).
+touches a socket. A request is usually one command and one reply; a
+conversational scenario's request (`cas`: WATCH and GET, then MULTI, SET and
+EXEC, again until EXEC succeeds) takes several round trips, and the drivers
+need not know: they send whatever `next_batch` returns and hand back as many
+replies. The drivers own the sockets and show the same comparison on the
+client side that the servers show: threads (one per client), trio (one task
+per client), processes (workers, each with threads, results merged).
 Every driver connects all clients first, then starts them together at a
 barrier, so the first requests collide as hard as they can.
 """
@@ -77,7 +81,10 @@ class ClientRun:
         self.outcome = ClientOutcome(started=time.perf_counter())
         self.histogram = new_histogram()
         self.batch_sent_at = 0.0
-        self.batch: list[tuple] = []
+        self.batch: list[tuple] = []     # the commands on the wire, replies awaited
+        self.requests = 0                # how many requests the batch finishes
+        self.exchange = None             # a conversational request under way
+        self.replies: list = []          # its current step's replies so far
 
     def due(self) -> float | None:
         """When the next batch should go out (rate mode), or None for 'now'."""
@@ -85,17 +92,35 @@ class ClientRun:
 
     def next_batch(self, now: float) -> bytes | None:
         """The bytes of the next pipeline of commands, or None when this client is done."""
-        plan = self.plan
+        if self.exchange is not None:   # the next step of a request under way (set by on_reply)
+            return b"".join(encode_command(*command) for command in self.batch)
+        plan, scenario = self.plan, self.plan.scenario
         left = (plan.pipeline if plan.requests is None
                 else min(plan.pipeline, plan.requests - self.seq))
         if left <= 0 or now >= self.deadline:
             return None
-        self.batch = [plan.scenario.command(self.index, self.seq + i) for i in range(left)]
+        if scenario.conversational:
+            # Its steps wait for each other's replies, so a client has one in flight.
+            self.exchange = scenario.exchange(self.index, self.seq)
+            self.batch, self.requests = next(self.exchange), 1
+        else:
+            self.batch = [scenario.command(self.index, self.seq + i) for i in range(left)]
+            self.requests = left
         due = self.due()
         self.batch_sent_at = now if due is None else due
         return b"".join(encode_command(*command) for command in self.batch)
 
     def on_reply(self, position: int, reply, now: float) -> None:
+        if self.exchange is not None:
+            self.replies.append(reply)
+            if len(self.replies) < len(self.batch):
+                return
+            replies, self.replies = self.replies, []
+            try:
+                self.batch = self.exchange.send(replies)   # the next step's commands
+                return
+            except StopIteration as finished:   # the request is over: judge what it returned
+                self.exchange, reply, position = None, finished.value, 0
         latency_us = max(LOWEST_US, min(HIGHEST_US, int((now - self.batch_sent_at) * 1e6)))
         self.histogram.record_value(latency_us)
         kind = self.plan.scenario.check(reply, self.index, self.seq + position, self.outcome.tally)
@@ -105,7 +130,8 @@ class ClientRun:
             self.outcome.errors[kind] += 1
 
     def batch_done(self, progress) -> None:
-        self.seq += len(self.batch)
+        if self.exchange is None:   # a conversation's middle steps finish no request
+            self.seq += self.requests
         self.report(progress)
 
     def report(self, progress) -> None:
@@ -115,7 +141,7 @@ class ClientRun:
 
     def fail(self, kind: str) -> None:
         """The connection broke: count the batch in flight as errors and stop."""
-        self.outcome.errors[kind] += max(1, len(self.batch))
+        self.outcome.errors[kind] += max(1, self.requests)
         self.deadline = 0
 
     def finish(self) -> ClientOutcome:

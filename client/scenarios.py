@@ -5,6 +5,11 @@ sends next and judges each reply; the driver (threads, trio, processes) owns
 the sockets. Each client keeps its own `tally` (a plain dict, so a worker
 process can send it home), and `verdict` merges the tallies and reads the
 server's state back to say whether the invariant held.
+
+Most requests are one command and one reply (`command`, then `check`). A
+conversational scenario's request is a dialogue (`exchange`): a generator that
+yields the commands of each step, is sent their replies, and returns what
+`check` judges; `cas` reads, computes and writes back that way.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Scenario:
 
     name = "base"
     needs_request_count = False   # true where every client must do the same number of requests
+    conversational = False        # true where a request is several round trips (`exchange`)
 
     def __post_init__(self) -> None:
         """Subclasses prepare what they need from `options` here."""
@@ -50,6 +56,11 @@ class Scenario:
     def command(self, client: int, seq: int) -> tuple:
         raise NotImplementedError
 
+    def exchange(self, client: int, seq: int):
+        """A conversational request: yields each step's commands (a list, sent together),
+        is sent their replies (a list), returns the reply `check` judges."""
+        raise NotImplementedError
+
     def check(self, reply, client: int, seq: int, tally: dict) -> str | None:
         """Record what the reply means for the verdict; return an error kind, or None."""
         if isinstance(reply, ReplyError):
@@ -58,6 +69,10 @@ class Scenario:
 
     def verdict(self, admin, tallies: list[dict], ops: int, errors: int) -> Invariant:
         return Invariant(errors == 0, 0, errors, f"{errors} error replies")
+
+    def figures(self, tallies: list[dict], ops: int) -> dict:
+        """The scenario's own figures, shown beside ops/s (cas: its retries)."""
+        return {}
 
 
 class Ping(Scenario):
@@ -90,6 +105,69 @@ class Incr(Scenario):
         lost = expected - observed
         return Invariant(lost == 0, expected, observed,
                          "no lost updates" if lost == 0 else f"{lost} lost updates")
+
+
+@dataclass
+class Attempts:
+    """How a conversational request ended: its last reply (None: it gave up), and its
+    retries, the EXECs the server refused it (each sent it round again, or made it give up)."""
+    reply: object
+    retries: int
+
+
+class Cas(Scenario):
+    """Optimistic locking: shared counters incremented with check-and-set, no lock held.
+
+    Each increment is WATCH and GET, then MULTI, SET (the value read, plus one)
+    and EXEC. EXEC answers null when another client wrote the key after our
+    WATCH: our value is stale, nothing was written, and the client goes round
+    again. After `max_retries` retries it gives up (an error of kind `gave-up`). Every
+    EXEC that succeeded must be in the total read back, as with `incr`.
+    """
+    name = "cas"
+    counters = 4
+    conversational = True
+
+    def __post_init__(self):
+        self.max_retries = self.options.get("max_retries", 100)
+
+    def setup(self, admin):
+        admin.call("DEL", *[self.key(n) for n in range(self.counters)])
+
+    def exchange(self, client, seq):
+        key = self.key((client + seq) % self.counters)
+        for retries in range(self.max_retries + 1):
+            watched, value = yield [("WATCH", key), ("GET", key)]
+            failed = next((r for r in (watched, value) if isinstance(r, ReplyError)), None)
+            if failed is None and not (value or b"0").lstrip(b"-").isdigit():
+                failed = ReplyError("ERR value is not an integer or out of range")
+            if failed is not None:
+                yield [("UNWATCH",)]   # a key left watched would abort a later request
+                return Attempts(failed, retries)
+            *_queued, done = yield [("MULTI",), ("SET", key, int(value or 0) + 1), ("EXEC",)]
+            if done is not NULL_ARRAY and done is not None:   # RESP2 *-1, RESP3 _
+                return Attempts(done, retries)   # the SET's [OK], or why EXEC refused
+        return Attempts(None, self.max_retries + 1)
+
+    def check(self, attempts, client, seq, tally):
+        tally["retries"] = tally.get("retries", 0) + attempts.retries
+        if isinstance(attempts.reply, list):
+            tally["committed"] = tally.get("committed", 0) + 1
+            return None
+        if attempts.reply is None:
+            return "gave-up"
+        return super().check(attempts.reply, client, seq, tally)
+
+    def verdict(self, admin, tallies, ops, errors):
+        expected = sum(t.get("committed", 0) for t in tallies)
+        observed = sum(int(admin.call("GET", self.key(n)) or 0) for n in range(self.counters))
+        lost = expected - observed
+        return Invariant(lost == 0, expected, observed,
+                         "no lost updates" if lost == 0 else f"{lost} lost updates")
+
+    def figures(self, tallies, ops):
+        retries = sum(t.get("retries", 0) for t in tallies)
+        return {"retries": retries, "retries_per_op": round(retries / ops, 2) if ops else 0.0}
 
 
 class Bank(Scenario):
@@ -275,4 +353,5 @@ class Mixed(Incr):
         return Scenario.check(self, reply, client, seq, tally)
 
 
-SCENARIOS = {cls.name: cls for cls in (Ping, Incr, Bank, Pool, Barrier, Queue, Work, Sleep, Mixed)}
+SCENARIOS = {cls.name: cls for cls in (Ping, Incr, Cas, Bank, Pool, Barrier, Queue, Work, Sleep,
+                                        Mixed)}

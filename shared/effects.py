@@ -132,9 +132,10 @@ class BarrierView:
     broken: bool
     generation: int     # rounds completed so far
 
-    def reply(self) -> list[object]:
-        return [b"parties", self.parties, b"waiting", self.waiting,
-                b"broken", int(self.broken), b"generation", self.generation]
+    def reply(self) -> dict[bytes, int]:
+        """BARRIER.STATUS: a map (RESP2 flattens it: name, value, ...)."""
+        return {b"parties": self.parties, b"waiting": self.waiting,
+                b"broken": int(self.broken), b"generation": self.generation}
 
 
 @dataclass(slots=True)

@@ -8,7 +8,9 @@ takes a lock above one it holds:
                            shared by per-key guards and exclusive by commands
                            over the whole keyspace (FLUSHALL, FLUSHDB, KEYS, DBSIZE)
     2. key locks           sorted (`striped`) or in argument order (`unordered`)
-    3. the lists' lock     the lock of the Condition BLPOP waits on
+    3. the lists' lock     the lock of the Condition BLPOP waits on; taken after
+                           the exclusive keyspace lock only by EXEC, whose queued
+                           commands may push, pop and wake waiters
 
 Because every mode but `off` puts the whole keyspace above the keys, a
 FLUSHALL waits for an INCR that is halfway through, and an RPUSH on a key
@@ -54,6 +56,8 @@ def key_order(mode: str, keys: tuple[bytes, ...]) -> list[bytes]:
 
 
 _LOCK_MODE_PLAN = (Step(KEYSPACE),)   # the same for every guard: made once
+_WHOLE_KEYSPACE_PLAN = (Step(EXCLUSIVE),)
+_WHOLE_KEYSPACE_AND_LISTS_PLAN = (Step(EXCLUSIVE), Step(LISTS))   # EXEC
 
 
 def lock_plan(mode: str, guard: Guard, nested: bool = False) -> Sequence[Step]:
@@ -70,7 +74,7 @@ def lock_plan(mode: str, guard: Guard, nested: bool = False) -> Sequence[Step]:
     if mode == "off" or (nested and guard.keys is ALL_KEYS):
         return ()
     if guard.keys is ALL_KEYS:
-        return (Step(EXCLUSIVE),)
+        return _WHOLE_KEYSPACE_AND_LISTS_PLAN if guard.lists else _WHOLE_KEYSPACE_PLAN
     keys = key_order(mode, guard.keys)
     unordered = mode == "unordered" and not nested
     steps = [] if nested else [Step(SHARED)]

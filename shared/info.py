@@ -15,7 +15,7 @@ def render_info(state: ServerState, model_fields: dict, sections: list[str], ask
     wanted = set(sections) or {"default"}
     if wanted & {"all", "everything", "default"}:
         wanted = set(DEFAULT_SECTIONS)
-    config, ledger = state.config, state.ledger
+    config, ledger, keyspace = state.config, state.ledger, state.keyspace
     uptime = int(time.time() - state.started)
     clients = list(state.clients.values())
     blocks: dict[str, list[tuple[str, object]]] = {
@@ -31,8 +31,9 @@ def render_info(state: ServerState, model_fields: dict, sections: list[str], ask
                   ("total_commands_processed", state.commands_processed()),
                   ("rejected_connections", state.stats.rejected_connections),
                   ("internal_errors", state.stats.internal_errors)],
-        "keyspace": ([("db0", f"keys={state.keyspace.size()},expires=0,avg_ttl=0")]
-                     if state.keyspace.size() else []),
+        # Redis's counts: a key past its time is counted until it is deleted.
+        "keyspace": ([("db0", f"keys={keyspace.size()},expires={len(keyspace.expires)},"
+                              "avg_ttl=0")] if keyspace.size() else []),
         "playground": [("model", config.model), ("sync", config.sync),
                        ("race_window_us", config.race_window_us),
                        ("deadlock_timeout_ms", config.deadlock_timeout_ms),

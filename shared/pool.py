@@ -47,8 +47,8 @@ class LeaseLedger:
     def held_by(self, client_id: int) -> list[int]:
         return [lease for lease, holder in list(self.holders.items()) if holder == client_id]
 
-    def status(self) -> list:
-        """POOL.STATUS: field names and values, flat, like CONFIG GET."""
-        return [b"size", self.size, b"in-use", self.in_use, b"waiting", self.waiting,
-                b"peak-in-use", self.peak_in_use, b"acquired-total", self.acquired_total,
-                b"timeouts", self.timeouts]
+    def status(self) -> dict[bytes, int]:
+        """POOL.STATUS: a map, like CONFIG GET (RESP2 flattens it: name, value, ...)."""
+        return {b"size": self.size, b"in-use": self.in_use, b"waiting": self.waiting,
+                b"peak-in-use": self.peak_in_use, b"acquired-total": self.acquired_total,
+                b"timeouts": self.timeouts}

@@ -1,8 +1,10 @@
-"""RESP2 requests in, RESP2 replies out: the wire protocol with no sockets.
+"""Requests in, RESP2 or RESP3 replies out: the wire protocol with no sockets.
 
 `RequestParser` is fed whatever bytes arrived, in whatever chunks, and hands
 back one command (a list of bytes) at a time, or raises `ProtocolError` with
-Redis's own text. `encode` turns a handler's Python value into reply bytes.
+Redis's own text. `encode` turns a handler's Python value into reply bytes in
+the protocol the client chose (RESP2 until it sends HELLO 3). `ReplyParser`
+is the client's side: every RESP2 and RESP3 reply back into Python values.
 The caller owns the socket; this module never waits for anything.
 """
 
@@ -251,46 +253,111 @@ def split_inline(line: bytes) -> list[bytes]:
 
 
 # -- replies -----------------------------------------------------------------
+#
+# A handler returns plain Python values; `encode` writes them in the protocol
+# its client chose with HELLO. RESP3 gave Redis's replies types (a map, a
+# set, a double, a verbatim text); a RESP2 client gets the same reply in the
+# shapes RESP2 has, exactly as Redis sends it, so it never sees a RESP3 type.
+#
+#   handler returns     RESP2                     RESP3
+#   bytes               $3\r\nfoo                 the same
+#   int                 :42                       the same
+#   str (a status)      +OK                       the same
+#   list / tuple        *N, then each item        the same
+#   ReplyError          -ERR ...                  the same
+#   None                $-1   (a null bulk)       _
+#   NULL_ARRAY          *-1   (a null array)      _
+#   dict                *2N: field, value, ...    %N  (a map)
+#   set / frozenset     *N                        ~N  (a set)
+#   float               $18\r\n1.1000000000000001  ,1.1000000000000001  (%.17g, as Redis 7.0)
+#   Verbatim            $N, the text              =N\r\ntxt:the text
+#
+# A Python bool is an integer, :1 or :0, in both: Redis 7.0 sends RESP3's
+# boolean (#t) for none of contend's commands (EXISTS and friends answer
+# integers in RESP3 too).
 
 OK = b"+OK\r\n"
 
 
-def encode(value, protocol: int = 2) -> bytes:
-    """Turn a handler's result into RESP2 bytes.
+class Verbatim(bytes):
+    """Text for a person to read (INFO, CLIENT LIST): RESP3 sends it with its
+    format (`txt`, or `mkd` for markdown), RESP2 as a plain bulk string."""
 
-    bytes -> bulk, int -> integer, None -> null bulk, str -> status,
-    list/tuple -> array (nested allowed), NULL_ARRAY -> *-1,
-    ReplyError -> error.
+    format: str   # three letters: "txt", or "mkd" for markdown
+
+    def __new__(cls, text: bytes, format: str = "txt") -> Verbatim:
+        self = super().__new__(cls, text)
+        self.format = format
+        return self
+
+    def __repr__(self) -> str:
+        return f"Verbatim({bytes(self)!r}, {self.format!r})"
+
+
+def encode(value, protocol: int = 2) -> bytes:
+    """Turn a handler's result into reply bytes, RESP2 or RESP3 (the table above).
+
+    Lists may nest, and hold any of the other values. The commonest replies
+    (a bulk string, an integer, +OK) return before anything else is looked at.
     """
+    kind = type(value)
+    if kind is bytes:
+        return b"$%d\r\n%s\r\n" % (len(value), value)
+    if kind is int:
+        return b":%d\r\n" % value
+    if kind is str:
+        return OK if value == "OK" else b"+" + value.encode() + b"\r\n"
+    if value is None:
+        return b"$-1\r\n" if protocol == 2 else b"_\r\n"
     out: list[bytes] = []
-    _encode_into(value, out)
+    _encode_into(value, out, protocol)
     return b"".join(out)
 
 
-def _encode_into(value, out: list[bytes]) -> None:
+def _encode_into(value, out: list[bytes], protocol: int) -> None:
     kind = type(value)
     if kind is bytes:
         out.append(b"$%d\r\n%s\r\n" % (len(value), value))
     elif kind is int:
         out.append(b":%d\r\n" % value)
     elif value is None:
-        out.append(b"$-1\r\n")
+        out.append(b"$-1\r\n" if protocol == 2 else b"_\r\n")
     elif kind is str or kind is Simple:
         out.append(OK if value == "OK" else b"+" + value.encode() + b"\r\n")
     elif kind is list or kind is tuple:
         out.append(b"*%d\r\n" % len(value))
         for item in value:
-            _encode_into(item, out)
+            if type(item) is bytes:   # LRANGE, MGET: the bulk strings of an array, inline
+                out.append(b"$%d\r\n%s\r\n" % (len(item), item))
+            else:
+                _encode_into(item, out, protocol)
     elif kind is bool:
         out.append(b":1\r\n" if value else b":0\r\n")
     elif value is NULL_ARRAY:
-        out.append(b"*-1\r\n")
+        out.append(b"*-1\r\n" if protocol == 2 else b"_\r\n")
     elif value is NO_REPLY:
         pass
     elif isinstance(value, ReplyError):
         out.append(b"-" + value.text.replace("\r", " ").replace("\n", " ").encode() + b"\r\n")
+    elif kind is dict:
+        out.append(b"*%d\r\n" % (2 * len(value)) if protocol == 2 else b"%%%d\r\n" % len(value))
+        for field, item in value.items():
+            _encode_into(field, out, protocol)
+            _encode_into(item, out, protocol)
+    elif kind is set or kind is frozenset:
+        out.append((b"*%d\r\n" if protocol == 2 else b"~%d\r\n") % len(value))
+        for item in value:
+            _encode_into(item, out, protocol)
+    elif kind is float:
+        text = b"%.17g" % value   # Redis 7.0's format: 1.1000000000000001, 2, inf, -inf
+        out.append(b"$%d\r\n%s\r\n" % (len(text), text) if protocol == 2 else b",%s\r\n" % text)
+    elif kind is Verbatim:
+        if protocol == 2:
+            out.append(b"$%d\r\n%s\r\n" % (len(value), value))
+        else:
+            out.append(b"=%d\r\n%s:%s\r\n" % (len(value) + 4, value.format.encode(), value))
     elif isinstance(value, (bytearray, memoryview)):
-        _encode_into(bytes(value), out)
+        _encode_into(bytes(value), out, protocol)
     else:
         raise TypeError(f"cannot encode {kind.__name__} as a reply")
 
@@ -312,11 +379,30 @@ def encode_command(*args) -> bytes:
 NEED_MORE = object()
 
 
-class ReplyParser:
-    """Splits a byte stream of RESP2 replies; for load clients and tests.
+class Push(list):
+    """A RESP3 push (`>`): data the server sends unasked (pub/sub, invalidations)."""
 
-    `next_reply` returns the next reply (bytes, int, str for a status, None,
-    NULL_ARRAY, a list, or a ReplyError instance), or NEED_MORE.
+
+def _hashable(value):
+    """A map's key or a set's member as Python can hold it: arrays become tuples."""
+    if type(value) is list:
+        return tuple(_hashable(item) for item in value)
+    return value
+
+
+class ReplyParser:
+    """Splits a byte stream of RESP2 or RESP3 replies; for load clients and tests.
+
+    `next_reply` returns the next reply, or NEED_MORE:
+
+        +status -> str            -error, !blob error -> a ReplyError instance
+        :int, (big number -> int  $bulk -> bytes          *array -> list
+        $-1 -> None               *-1 -> NULL_ARRAY       _ (RESP3 null) -> None
+        %map -> dict              ~set -> set             ,double -> float
+        #t/#f -> True/False       =verbatim -> Verbatim (bytes, equal to its text)
+        >push -> Push (a list)    |attribute: skipped, the reply it annotates is returned
+
+    Arrays inside a map's keys or a set's members become tuples, so they can be held.
     """
 
     __slots__ = ("_buf", "_pos")
@@ -339,32 +425,67 @@ class ReplyParser:
         self._pos = pos
         return value
 
+    def _blob(self, after: int, length: int) -> tuple[bytes, int]:
+        """`length` bytes at `after`, and where the next reply starts."""
+        if len(self._buf) < after + length + 2:
+            raise IndexError
+        return bytes(self._buf[after:after + length]), after + length + 2
+
+    def _items(self, after: int, count: int) -> tuple[list, int]:
+        items = []
+        for _ in range(count):
+            item, after = self._parse(after)
+            items.append(item)
+        return items, after
+
     def _parse(self, pos: int):
         buf = self._buf
         newline = buf.find(b"\r\n", pos)
         if newline < 0:
             raise IndexError
         kind, line, after = buf[pos], bytes(buf[pos + 1:newline]), newline + 2
-        if kind == 0x2B:   # +
-            return line.decode(), after
-        if kind == 0x2D:   # -
-            return ReplyError(line.decode("utf-8", "replace")), after
-        if kind == 0x3A:   # :
-            return int(line), after
-        if kind == 0x24:   # $
+        # RESP2's five first, the commonest first
+        if kind == 0x24:   # $ bulk string
             length = int(line)
             if length < 0:
                 return None, after
-            if len(buf) < after + length + 2:
-                raise IndexError
-            return bytes(buf[after:after + length]), after + length + 2
-        if kind == 0x2A:   # *
+            return self._blob(after, length)
+        if kind == 0x2B:   # + status
+            return line.decode(), after
+        if kind == 0x3A:   # : integer
+            return int(line), after
+        if kind == 0x2A:   # * array
             count = int(line)
             if count < 0:
                 return NULL_ARRAY, after
-            items = []
-            for _ in range(count):
-                item, after = self._parse(after)
-                items.append(item)
-            return items, after
-        raise ValueError(f"not a RESP2 reply: {bytes(buf[pos:pos + 20])!r}")
+            return self._items(after, count)
+        if kind == 0x2D:   # - error
+            return ReplyError(line.decode("utf-8", "replace")), after
+        # RESP3's
+        if kind == 0x5F:   # _ null
+            return None, after
+        if kind == 0x25:   # % map
+            flat, after = self._items(after, 2 * int(line))
+            return {_hashable(k): v for k, v in zip(flat[::2], flat[1::2], strict=True)}, after
+        if kind == 0x7E:   # ~ set
+            items, after = self._items(after, int(line))
+            return {_hashable(item) for item in items}, after
+        if kind == 0x2C:   # , double: 1.5, inf, -inf, nan
+            return float(line), after
+        if kind == 0x23:   # # boolean
+            return line == b"t", after
+        if kind == 0x3D:   # = verbatim string: "txt:" and the text
+            text, after = self._blob(after, int(line))
+            return Verbatim(text[4:], text[:3].decode()), after
+        if kind == 0x28:   # ( big number
+            return int(line), after
+        if kind == 0x21:   # ! blob error
+            text, after = self._blob(after, int(line))
+            return ReplyError(text.decode("utf-8", "replace")), after
+        if kind == 0x3E:   # > push
+            items, after = self._items(after, int(line))
+            return Push(items), after
+        if kind == 0x7C:   # | attribute: a map about the next reply, which is what we return
+            _, after = self._items(after, 2 * int(line))
+            return self._parse(after)
+        raise ValueError(f"not a RESP reply: {bytes(buf[pos:pos + 20])!r}")

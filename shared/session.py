@@ -9,6 +9,8 @@ owns everything else a connection's life means, once for every model:
     back-pressure past OUTPUT_SOFT_LIMIT unsent bytes, no more commands until they are sent
     hand-back     an item a push handed to a BLPOP whose client has left goes back, never lost
     leases        a client that leaves gives back every lease it holds
+    MULTI         between MULTI and EXEC, commands are queued, or refused (dooming the EXEC);
+                  a client that leaves forgets its WATCHes
     bugs          a command that raises answers `-ERR internal error`; the traceback is logged
                   once per kind of failure, INFO counts them all, the server keeps serving
 
@@ -22,24 +24,32 @@ each write it with their own way of waiting):
     send(session.data_to_send()); close the socket; session.close()
 
 After `connection_lost()` (or b"" received) the session asks for no more I/O:
-only the Calls that clean up (hand-back, lease return), then CLOSE.
+only the Calls that clean up (hand-back, lease return, unwatch), then CLOSE.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Generator, Sequence
 from types import GeneratorType
 from typing import Any
 
-from contend.shared.commands import BLOCKING, dispatch
+from contend.shared.commands import BLOCKING, Command, lookup, run
 from contend.shared.commands.lists import Handed, hand_back_steps
 from contend.shared.commands.pool import return_leases_steps
+from contend.shared.commands.transactions import (
+    QUEUED,
+    RUN_AT_ONCE,
+    queue_refusal,
+    refused,
+    unwatch_steps,
+)
 from contend.shared.effects import ALL_KEYS, Effect, Guard, PopWait
 from contend.shared.guards import Step, lock_plan
 from contend.shared.resp import NO_REPLY, ProtocolError, ReplyError, RequestParser, encode
-from contend.shared.state import ServerState
+from contend.shared.state import ServerState, Transaction
 
 log = logging.getLogger("contend")
 
@@ -65,6 +75,7 @@ CLOSE = Event("CLOSE")           # send data_to_send(), close the socket, then s
 
 _NOTHING = frozenset[bytes]()    # a Call that holds no guard
 _EVERY_KEY = object()            # a Call that holds the whole keyspace
+_WHOLE_KEYSPACE = Guard(ALL_KEYS)
 
 
 class Session:
@@ -82,6 +93,7 @@ class Session:
         self._held_back: list[bytes] | None = None   # a blocking command waiting for a FLUSH
         self._hand_back: Handed | None = None        # an item to return, once the client is gone
         self._leases_returned = False
+        self._unwatched = False
 
     # -- bytes in ------------------------------------------------------------------
 
@@ -114,6 +126,9 @@ class Session:
         while not (self.peer_gone or client.closing):
             chore = self.state.due_chore()   # server upkeep (active expiry), on this turn
             if chore is not None:
+                # In the server's mode now, not this client's last command's: its guard
+                # must exclude every command in flight.
+                client.sync = self.state.config.sync
                 self.call = Call(self, chore, b"chore")
                 return self.call
             if self.out_size >= OUTPUT_SOFT_LIMIT:
@@ -131,11 +146,18 @@ class Session:
                     break
                 if argv is None:
                     return NEED_DATA
-                if self._out and argv[0].lower() in BLOCKING:
+                if self._out and argv[0].lower() in BLOCKING and client.transaction is None:
                     self._held_back = argv   # earlier replies go out before it may wait for long
                     return FLUSH
             try:
-                outcome = dispatch(client, argv)
+                command = lookup(client, argv)
+                transaction = client.transaction
+                if isinstance(command, ReplyError):
+                    outcome = refused(client, argv, command)   # in MULTI, dooms the EXEC
+                elif transaction is None or command.name in RUN_AT_ONCE:
+                    outcome = run(client, command, argv)
+                else:
+                    outcome = self._queue(transaction, command, argv)
             except Exception as error:
                 outcome = self._internal_error(argv[0], error)
             if type(outcome) is GeneratorType:
@@ -145,8 +167,23 @@ class Session:
             self._reply(outcome)
         return self._wind_down()
 
+    def _queue(self, transaction: Transaction, command: Command, argv: list[bytes]) -> Any:
+        """A command sent between MULTI and EXEC: queued for EXEC, or refused (a command
+        that may wait), which dooms the transaction: EXEC will answer EXECABORT."""
+        refusal = queue_refusal(command)
+        if refusal is not None:
+            transaction.aborted = True
+            return refusal
+        if not transaction.aborted:   # a doomed transaction keeps nothing more (as Redis)
+            transaction.queued.append((command, argv))
+        self.client.last_active = time.time()
+        return QUEUED
+
     def _wind_down(self) -> Event | Call:
         """The client is leaving: first what it must give back, then CLOSE."""
+        # Each clean-up is guarded in the server's mode now, like the upkeep above, not in
+        # the mode of the client's last command, or it could miss a command in flight.
+        self.client.sync = self.state.config.sync
         if self._hand_back is not None:
             handed, self._hand_back = self._hand_back, None
             self.call = Call(self, hand_back_steps(self.state, handed), b"hand-back")
@@ -156,6 +193,12 @@ class Session:
             leases = self.state.ledger.held_by(self.client.id)
             if leases:
                 self.call = Call(self, return_leases_steps(leases), b"lease-return")
+                return self.call
+        if not self._unwatched:
+            self._unwatched = True
+            self.client.transaction = None
+            if self.client.watching:   # under a guard, so that no write marks it meanwhile
+                self.call = Call(self, unwatch_steps(self.client, NO_REPLY), b"unwatch")
                 return self.call
         return CLOSE
 
@@ -230,13 +273,14 @@ class Call:
     the model then releases whatever guards the command still holds.
     """
 
-    __slots__ = ("session", "steps", "name", "_guarded")
+    __slots__ = ("session", "steps", "name", "_guarded", "_lists")
 
     def __init__(self, session: Session, steps: Generator[Effect[Any], Any, Any], name: bytes):
         self.session = session
         self.steps = steps
         self.name = name
         self._guarded: Any = _NOTHING   # the keys its guards cover: a frozenset or _EVERY_KEY
+        self._lists = False             # its guards hold the lists' lock too
 
     def send(self, value: Any = None) -> Effect[Any] | None:
         """Resume the command with an effect's result; the next effect, or None once it ended."""
@@ -254,6 +298,7 @@ class Call:
         else:
             if type(effect) is PopWait:
                 self._guarded = _NOTHING   # the model gives every guard up to wait
+                self._lists = False
             return effect
         self.session._finish(self, reply)
         return None
@@ -274,9 +319,14 @@ class Call:
         held = self._guarded
         if held is _NOTHING:
             self._guarded = _EVERY_KEY if guard.keys is ALL_KEYS else frozenset(guard.keys)
+            self._lists = guard.lists
             return lock_plan(mode, guard)
         # Nested: only over what the command already holds, or the order could break.
-        if guard.lists or (held is not _EVERY_KEY and (
+        if (guard.lists and not self._lists) or (held is not _EVERY_KEY and (
                 guard.keys is ALL_KEYS or not held.issuperset(guard.keys))):
             raise RuntimeError(f"a nested guard may only re-enter what its command holds: {guard}")
+        if held is _EVERY_KEY:
+            # The whole keyspace is held (EXEC running its queue): a key's lock would add
+            # nothing, and taking one below the lists' lock would reach up the ladder.
+            guard = _WHOLE_KEYSPACE
         return lock_plan(mode, guard, nested=True)

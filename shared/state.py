@@ -42,6 +42,7 @@ class ServerState:
         self.stats = Stats()
         self.started = time.time()
         self._client_ids = count(1)  # next() on a count is atomic under the GIL
+        self.next_active_expiry = 0  # keyspace clock (ms) at which the next expiry cycle is due
 
     def connect(self, addr: str = "", laddr: str = "") -> Client:
         client = Client(self, next(self._client_ids), addr, laddr)
@@ -60,8 +61,24 @@ class ServerState:
 
     def due_chore(self):
         """Upkeep the server owes now, as a command's steps for a session to run
-        (under that command's guards, like any command), or None: the usual case."""
-        return None
+        (under that command's guards, like any command), or None: the usual case.
+
+        The one chore is active expiry (shared/commands/expiry.py): at most every
+        100 ms, and only while some key has a time to live. Every session asks
+        before every command, so the usual answer costs one truthiness check."""
+        keyspace = self.keyspace
+        if not keyspace.expires:
+            return None
+        now = keyspace.clock()
+        if now < self.next_active_expiry:
+            return None
+        # Two threads may both find it due; then it runs twice, which is harmless.
+        from contend.shared.commands.expiry import (  # here: commands import this module
+            ACTIVE_EXPIRY_PERIOD_MS,
+            active_expiry_steps,
+        )
+        self.next_active_expiry = now + ACTIVE_EXPIRY_PERIOD_MS
+        return active_expiry_steps(keyspace)
 
     def refuse(self) -> bytes:
         """A connection past maxclients: counted, and the one line Redis sends before closing."""
@@ -74,6 +91,18 @@ class ServerState:
 
     def blocked_clients(self) -> int:
         return sum(1 for c in list(self.clients.values()) if c.blocked)
+
+
+@dataclass
+class Transaction:
+    """A client's MULTI: the commands EXEC will run, and whether one was refused.
+
+    The session fills it (shared/session.py: every command but EXEC, DISCARD,
+    MULTI, WATCH and QUIT is queued); EXEC or DISCARD ends it."""
+    queued: list = field(default_factory=list)   # (Command, argv), in the order sent
+    # A command was refused while queueing (unknown, wrong arity, may wait): Redis's
+    # DIRTY_EXEC. EXEC answers EXECABORT and runs nothing; nothing more is kept.
+    aborted: bool = False
 
 
 @dataclass(eq=False)
@@ -92,6 +121,10 @@ class Client:
     sync: str = "lock"          # the sync mode the running command started in
     protocol: int = 2           # RESP2 until HELLO 3; the session encodes every reply in it
     dirty: bool = False         # a key it WATCHes was written: its next EXEC is refused
+    # The keys it WATCHes (each also in keyspace.watchers); the session forgets them when
+    # it leaves. Changed only under a guard over them (shared/commands/transactions.py).
+    watching: set[bytes] = field(default_factory=set)
+    transaction: Transaction | None = None   # between MULTI and EXEC or DISCARD
     commands: int = 0
     last_command: bytes = b"NULL"
     created: float = field(default_factory=time.time)
@@ -104,9 +137,16 @@ class Client:
             ("id", self.id), ("addr", self.addr), ("laddr", self.laddr),
             ("name", self.name.decode("utf-8", "replace")),
             ("age", int(now - self.created)), ("idle", int(now - self.last_active)),
-            ("flags", "b" if self.blocked else "N"), ("db", 0),
+            ("flags", self.flags()), ("db", 0),
             ("cmd", self.last_command.decode("utf-8", "replace")), ("user", "default"),
             ("lib-name", self.lib_name.decode("utf-8", "replace")),
             ("lib-ver", self.lib_ver.decode("utf-8", "replace")),
         ]
         return " ".join(f"{key}={value}" for key, value in fields).encode()
+
+    def flags(self) -> str:
+        """CLIENT LIST's flags, Redis's letters: x in MULTI, b blocked, d a watched key
+        was written (its EXEC will fail), N none of these."""
+        letters = (("x" if self.transaction is not None else "")
+                   + ("b" if self.blocked else "") + ("d" if self.dirty else ""))
+        return letters or "N"

@@ -14,6 +14,9 @@ only when the test says so:
     model.advance(0.002)     # a's race window closes, then b's (b waited for k's lock)
     assert a.replies() == [1] and b.replies() == [2] and model.now == 0.002
 
+The keyspace reads the same clock (`clock_ms`), so a time to live ends exactly
+when `advance` says, and the server's active expiry runs on its schedule.
+
 It is also the performer contract written small. Each method named in
 `shared.effects.PERFORMED_BY` performs one effect; one that may wait is a
 generator that parks its connection (`yield from self._park(...)`) and is
@@ -47,6 +50,10 @@ from contend.shared.resp import NEED_MORE, ReplyError, ReplyParser, encode_comma
 from contend.shared.session import CLOSE, FLUSH, NEED_DATA, Call, Session
 from contend.shared.state import ServerState
 from contend.shared.waiters import ListWaiter
+
+# The fake clock's start, as Unix time in ms (2023-11-14), so that EXPIREAT and SET PXAT
+# take realistic timestamps and a small one is in the past, as it would be on a real server.
+EPOCH_MS = 1_700_000_000_000
 
 # The ladder's rungs, top first: a command never takes a lock ranked above one it holds.
 RANK = {KEYSPACE: 0, SHARED: 0, EXCLUSIVE: 0, KEY: 1, LISTS: 2}
@@ -195,6 +202,7 @@ class InProcess:
     def __init__(self, *, bugs_allowed: bool = False, **settings):
         self.config = Config(model="inprocess", **settings)
         self.state = ServerState(self.config)
+        self.state.keyspace.clock = self.clock_ms   # expiry runs on the fake clock too
         self.perform = fx.performers(self)   # a performer missing here fails at once
         self.bugs_allowed = bugs_allowed
         self.trace: list[tuple[str, str]] = []
@@ -226,6 +234,13 @@ class InProcess:
     def now(self) -> float:
         """The fake clock, in seconds since the model was made."""
         return self._now_us / 1_000_000
+
+    def clock_ms(self) -> int:
+        """The keyspace's clock: Unix time in ms, `EPOCH_MS` when the model was made.
+
+        Moved only by advance(), so expiry is exact: a key set with PX 50 is still
+        there 50 ms later (PTTL 0, as in Redis) and gone 1 ms after that."""
+        return EPOCH_MS + self._now_us // 1000
 
     @property
     def data(self) -> dict:

@@ -1,17 +1,48 @@
-"""Every Redis-named command answers exactly as a real redis-server does.
+"""Every Redis-named command answers exactly as a real redis-server does, in RESP2 and RESP3.
 
 Each case is a script of commands; it runs on a real redis-server and on each
-contend model, and the replies must be identical, byte for byte after parsing.
+contend model, once on a RESP2 connection and once on one that sent HELLO 3
+first, and the replies must be identical after parsing, types included (a
+verbatim string is not a bulk string, a double is not an integer, even where
+Python would call them equal). A RESP2 connection must never receive a RESP3
+type, from either server.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
-from tests.raw import RawClient
+from contend.shared.resp import NULL_ARRAY, Verbatim
+from tests.raw import RESP3_TYPES, RawClient, reply_types
 
-# name -> list of commands (tuples). A command whose first item is "sorted"
-# compares its array reply as a set (KEYS has no defined order).
+
+def as_map(reply):
+    """A map reply as a dict, whichever protocol carried it (RESP2: a flat array)."""
+    return reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def hello_fields(reply):
+    """HELLO's map, less what cannot match: the connection id and the exact version."""
+    return {key: type(value).__name__ if key in (b"id", b"version") else value
+            for key, value in as_map(reply).items()}
+
+
+def kind_only(reply):
+    """Text whose content differs by design (INFO, CLIENT LIST): only its type is compared."""
+    return typed(reply)[0]
+
+
+# A command may start with one of these: its reply is compared after this function.
+MARKERS = {
+    "sorted": sorted,      # an array in no defined order (KEYS)
+    "map": as_map,         # a map: RESP2's flat array in Redis's own hash order
+    "hello": hello_fields,
+    "kind": kind_only,
+}
+
+# name -> list of commands (tuples), each optionally starting with a MARKERS name.
 CASES = {
     "ping and echo": [("PING",), ("PING", "hello"), ("PING", "a", "b"), ("ECHO", "x"), ("ECHO",),
                       ("ping",), ("PiNg", "mixed case")],
@@ -70,6 +101,33 @@ CASES = {
                                            ("AUTH", "a", "b", "c")],
     "hello": [("HELLO", "4"), ("HELLO", "abc"), ("HELLO", "2", "FOO"),
               ("HELLO", "2", "AUTH", "default")],
+    "hello switches protocol": [
+        ("hello", "HELLO"), ("hello", "HELLO", "3"), ("GET", "missing"), ("hello", "HELLO"),
+        ("hello", "HELLO", "2"), ("GET", "missing"), ("hello", "HELLO", "3"),
+        ("HELLO", "1"), ("HELLO", "-1"), ("HELLO", "03"), ("HELLO", "2", "FOO"),
+        ("GET", "missing"), ("HELLO", "2", "SETNAME"), ("HELLO", "3", "AUTH", "default"),
+        ("HELLO", "AUTH", "default", "x"), ("GET", "missing")],
+    "hello options": [
+        ("hello", "HELLO", "3", "SETNAME", "first"), ("CLIENT", "GETNAME"),
+        ("HELLO", "2", "SETNAME", "second", "NOSUCH"), ("CLIENT", "GETNAME"), ("GET", "missing"),
+        ("HELLO", "2", "SETNAME", "a b"), ("CLIENT", "GETNAME"),
+        ("hello", "HELLO", "2", "AUTH", "default", "any", "SETNAME", "third"),
+        ("CLIENT", "GETNAME"), ("HELLO", "3", "AUTH", "bob", "x"), ("GET", "missing"),
+        ("hello", "hello", "3", "auth", "default", "x", "setname", "fourth"),
+        ("CLIENT", "GETNAME")],
+    "nulls": [("GET", "missing"), ("MGET", "a", "missing"), ("LPOP", "missing"),
+              ("LPOP", "missing", "2"), ("BLPOP", "missing", "0.01"), ("CLIENT", "GETNAME"),
+              ("COMMAND", "INFO", "nosuchcommand"), ("SET", "k", "v", "NX"),
+              ("SET", "k", "v", "NX"), ("LRANGE", "missing", "0", "-1")],
+    "config get is a map": [
+        ("CONFIG", "GET", "timeout"), ("CONFIG", "GET", "timeout", "timeout"),
+        ("map", "CONFIG", "GET", "maxclients", "timeout"), ("CONFIG", "GET", "nosuch"),
+        ("map", "CONFIG", "GET", "appendonly", "save", "TIMEOUT"), ("CONFIG", "GET", "appendonl?"),
+        ("CONFIG", "GET", "Timeout", "timeout"), ("CONFIG", "GET", "time*", "TIMEOUT")],
+    "text for people is verbatim": [
+        ("INFO", "keyspace"), ("INFO", "nosuchsection"), ("kind", "INFO"),
+        ("kind", "INFO", "server"), ("kind", "CLIENT", "LIST"), ("kind", "CLIENT", "INFO")],
+    "command docs is a map": [("COMMAND", "DOCS", "nosuchcommand")],
     "info keyspace": [("INFO", "keyspace"), ("SET", "a", "1"), ("INFO", "keyspace"),
                       ("INFO", "nosuchsection")],
     "command": [("COMMAND", "NOSUCH"), ("COMMAND", "INFO", "nosuchcommand")],
@@ -77,26 +135,97 @@ CASES = {
 }
 
 
+def typed(reply):
+    """A reply with its RESP type kept: Python finds True == 1 == 1.0 and a
+    Verbatim equal to its bytes, but a client that asked for RESP3 does not."""
+    if isinstance(reply, Verbatim):
+        return ("verbatim", reply.format, bytes(reply))
+    if isinstance(reply, bool | float):
+        return (type(reply).__name__, reply)
+    if reply is NULL_ARRAY:
+        return ("null array",)
+    if isinstance(reply, list):
+        return ("array", [typed(item) for item in reply])
+    if isinstance(reply, dict):
+        return ("map", {key: typed(value) for key, value in reply.items()})
+    if isinstance(reply, set | frozenset):
+        return ("set", reply)
+    return (type(reply).__name__, reply)
+
+
+def unmarked(command: tuple) -> tuple:
+    """The command a script line sends, without its marker."""
+    return command[1:] if command[0] in MARKERS else command
+
+
 def run_script(client: RawClient, script) -> list:
     replies = []
     for command in script:
-        as_set = command[0] == "sorted"
-        if as_set:
-            command = command[1:]
-        reply = client.call(*command)
+        normalise = MARKERS.get(command[0])
+        reply = client.call(*unmarked(command))
         if isinstance(reply, Exception):
-            reply = ("error", str(reply))
-        replies.append(sorted(reply) if as_set else reply)
+            replies.append(("error", str(reply)))
+        else:
+            replies.append(typed(normalise(reply) if normalise else reply))
     return replies
 
 
-@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_replies_match_redis(case, server, redis_server):
-    with redis_server.raw() as client:
-        client.call("FLUSHALL")
-        expected = run_script(client, CASES[case])
+def asks_for_resp3(script) -> bool:
+    return any(unmarked(command)[:2] in (("HELLO", "3"), ("hello", "3")) for command in script)
+
+
+def run_case(server, script, protocol: int) -> tuple[list, RawClient]:
     with server.raw() as client:
         client.call("FLUSHALL")
-        got = run_script(client, CASES[case])
-    for command, want, have in zip(CASES[case], expected, got, strict=True):
-        assert have == want, f"{command}: redis says {want!r}, {server.name} says {have!r}"
+        hello = [hello_fields(client.hello(3))] if protocol == 3 else []
+        return hello + run_script(client, script), client
+
+
+def assert_same_replies(script, protocol, expected, got, name):
+    commands = [("HELLO", "3")] * (protocol == 3) + list(script)
+    for command, want, have in zip(commands, expected, got, strict=True):
+        assert have == want, f"{command}: redis says {want!r}, {name} says {have!r}"
+
+
+@pytest.mark.parametrize("protocol", [2, 3], ids=["resp2", "resp3"])
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_replies_match_redis(case, protocol, server, redis_server):
+    expected, redis_client = run_case(redis_server, CASES[case], protocol)
+    got, client = run_case(server, CASES[case], protocol)
+    assert_same_replies(CASES[case], protocol, expected, got, server.name)
+    if protocol == 2 and not asks_for_resp3(CASES[case]):
+        # A RESP2 client never sees a RESP3 type (and the check is checked on Redis).
+        assert not reply_types(redis_client.transcript) & RESP3_TYPES
+        assert not reply_types(client.transcript) & RESP3_TYPES, bytes(client.transcript)
+
+
+# Before AUTH: what HELLO checks first, and what it has already done when it refuses.
+BEFORE_AUTH = [
+    ("HELLO",), ("HELLO", "3"), ("HELLO", "4"), ("HELLO", "x"), ("GET", "k"),
+    ("HELLO", "3", "SETNAME", "early"), ("HELLO", "3", "FOO"),
+    ("HELLO", "3", "AUTH", "default", "wrong"), ("HELLO", "3", "AUTH", "bob", "s3cret"),
+    ("HELLO", "3", "SETNAME", "a b", "AUTH", "default", "s3cret"), ("GET", "k"),
+    ("AUTH", "s3cret"), ("CLIENT", "GETNAME"), ("GET", "k"),
+    ("hello", "HELLO", "3", "AUTH", "default", "s3cret", "SETNAME", "late"),
+    ("CLIENT", "GETNAME"), ("GET", "k"), ("HELLO", "2", "AUTH", "default", "wrong"),
+    ("GET", "k"), ("hello", "HELLO", "2", "AUTH", "default", "s3cret"), ("GET", "k")]
+
+
+@contextlib.contextmanager
+def password_required(server):
+    """requirepass on a shared server, for new connections; reset however the test ends
+    (the connection that sets it was made before, so it stays authenticated)."""
+    with server.raw() as admin:
+        assert admin.call("CONFIG", "SET", "requirepass", "s3cret") == "OK"
+        try:
+            yield
+        finally:
+            admin.call("CONFIG", "SET", "requirepass", "")
+
+
+def test_hello_before_auth_matches_redis(server, redis_server):
+    results = []
+    for target in (redis_server, server):
+        with password_required(target), target.raw() as client:
+            results.append(run_script(client, BEFORE_AUTH))
+    assert_same_replies(BEFORE_AUTH, 2, *results, server.name)

@@ -9,6 +9,9 @@ import time
 
 import pytest
 
+from contend.client.loadgen import ClientRun, Plan
+from contend.client.scenarios import Cas
+from contend.shared.resp import NULL_ARRAY, ReplyError, Simple, encode_command
 from tests.helpers import as_dict, info_field, wait_until
 from tests.servers import CONTEND, ROOT
 
@@ -73,6 +76,81 @@ def test_scenarios_hold_on_a_guarded_server(server, tmp_path, scenario):
             assert client.call("LLEN", "contend:queue") == 0
 
 
+@pytest.fixture
+def any_server(target):
+    """Each model's shared server with the default guard (sync lock), and redis-server."""
+    if target.name != "redis":
+        with target.raw() as client:
+            client.call("CONFIG", "SET", "sync", "lock", "race-window-us", "0")
+    return target
+
+
+@pytest.mark.parametrize("clients", [1, 8])
+def test_cas_loses_no_update_and_counts_its_retries(any_server, tmp_path, clients):
+    """WATCH/GET/MULTI/SET/EXEC under contention: every EXEC that succeeded is in the
+    counters, and the retries reported are EXECs the server refused (one client: none)."""
+    code, result = load(any_server, tmp_path, "--scenario", "cas", "--clients", str(clients),
+                        "--requests", "15")
+    with any_server.raw() as client:
+        counted = sum(int(client.call("GET", f"contend:cas:{n}") or 0) for n in range(4))
+    gave_up = result["errors_by_kind"].get("gave-up", 0)
+    assert code == 0 and result["invariant"]["holds"] is True, result
+    assert result["errors"] == gave_up and result["ops"] + gave_up == clients * 15
+    assert result["invariant"]["expected"] == result["invariant"]["observed"] == counted
+    assert counted == result["ops"]
+    figures = result["figures"]
+    assert figures["retries_per_op"] == round(figures["retries"] / result["ops"], 2)
+    if clients == 1:
+        assert figures["retries"] == 0   # nobody else writes between its WATCH and its EXEC
+
+
+def test_cas_request_goes_round_again_when_exec_is_refused_and_gives_up_at_the_bound():
+    """ClientRun and Cas with no server: the replies are written by hand."""
+    scenario = Cas(1, options={"max_retries": 1})
+    run = ClientRun(Plan("127.0.0.1", 0, scenario, 1, requests=2), 0, start=0.0)
+    key = "contend:cas:0"
+
+    def step(expected_commands, replies):
+        sent = run.next_batch(0.0)
+        assert sent == b"".join(encode_command(*command) for command in expected_commands)
+        for position, reply in enumerate(replies):
+            run.on_reply(position, reply, 0.001)
+        run.batch_done([0, 0])
+
+    watch_get = [("WATCH", key), ("GET", key)]
+    step(watch_get, [Simple("OK"), b"41"])
+    step([("MULTI",), ("SET", key, 42), ("EXEC",)], [Simple("OK"), Simple("QUEUED"), NULL_ARRAY])
+    assert run.seq == 0 and run.outcome.ops == 0   # refused: the same request goes round again
+    step(watch_get, [Simple("OK"), b"43"])
+    step([("MULTI",), ("SET", key, 44), ("EXEC",)],
+         [Simple("OK"), Simple("QUEUED"), [Simple("OK")]])
+    assert run.seq == 1 and run.outcome.ops == 1
+    assert run.outcome.tally == {"retries": 1, "committed": 1}
+    key = "contend:cas:1"   # the second request: refused twice, and max_retries is 1
+    watch_get = [("WATCH", key), ("GET", key)]
+    for value in (b"7", b"8"):
+        step(watch_get, [Simple("OK"), value])
+        step([("MULTI",), ("SET", key, int(value) + 1), ("EXEC",)],
+             [Simple("OK"), Simple("QUEUED"), NULL_ARRAY])
+    assert run.seq == 2 and run.next_batch(0.0) is None
+    assert run.outcome.errors == {"gave-up": 1} and run.outcome.tally["retries"] == 3
+    assert scenario.figures([run.outcome.tally], run.outcome.ops) == {
+        "retries": 3, "retries_per_op": 3.0}
+
+
+def test_cas_request_unwatches_when_a_step_fails():
+    scenario = Cas(1)
+    run = ClientRun(Plan("127.0.0.1", 0, scenario, 1, requests=1), 0, start=0.0)
+    run.next_batch(0.0)
+    run.on_reply(0, ReplyError("ERR unknown command 'WATCH'"), 0.001)
+    run.on_reply(1, None, 0.001)
+    run.batch_done([0, 0])
+    assert run.next_batch(0.0) == b"*1\r\n$7\r\nUNWATCH\r\n"
+    run.on_reply(0, Simple("OK"), 0.002)
+    run.batch_done([0, 0])
+    assert run.seq == 1 and run.outcome.errors == {"ERR": 1}
+
+
 def test_prefix_keeps_runs_apart(server, tmp_path):
     _, result = load(server, tmp_path, "--scenario", "incr", "--clients", "2", "--requests", "5",
                      "--prefix", "room-7")
@@ -97,7 +175,9 @@ def test_json_has_every_field(server, tmp_path):
     ("--scenario", "nosuch"),
     ("--target", "nohostport"),
     ("--requests", "1", "--duration", "1"),
-], ids=["no-clients", "barrier-by-time", "unknown-scenario", "bad-target", "both-bounds"])
+    ("--scenario", "cas", "--pipeline", "4"),
+], ids=["no-clients", "barrier-by-time", "unknown-scenario", "bad-target", "both-bounds",
+        "cas-pipelined"])
 def test_usage_errors_exit_2_without_a_traceback(args):
     done = contend("load", *args)
     assert done.returncode == 2

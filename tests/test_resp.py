@@ -1,4 +1,5 @@
-"""The sans-io protocol core with no sockets at all: parser, inline splitting, encoder."""
+"""The sans-io protocol core with no sockets at all: parser, inline splitting, encoder
+(RESP2 and RESP3), and the client's reply parser."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from contend.shared.resp import (
     NO_REPLY,
     NULL_ARRAY,
     ProtocolError,
+    Push,
     ReplyError,
     ReplyParser,
     RequestParser,
+    Verbatim,
     encode,
     encode_command,
     split_inline,
 )
+from tests.raw import RESP3_TYPES, reply_types
 
 
 def parse_all(data: bytes, max_bulk: int = 512 * 1024 * 1024) -> list:
@@ -127,19 +131,109 @@ def test_encoder_covers_every_reply_shape():
     assert encode([b"a", 1, [None, "OK"]]) == b"*3\r\n$1\r\na\r\n:1\r\n*2\r\n$-1\r\n+OK\r\n"
     assert encode(NO_REPLY) == b""
     with pytest.raises(TypeError):
-        encode(1.5)
+        encode(object())
+
+
+# Each reply type, as Redis 7.0 writes it to a RESP2 and to a RESP3 client
+# (the RESP3 column was read off a real redis-server 7.0: CONFIG GET, INFO,
+# CLIENT INFO, ZSCORE, BLPOP on timeout).
+BOTH_PROTOCOLS = [
+    # value                        RESP2                                RESP3
+    (b"foo",                       b"$3\r\nfoo\r\n",                    b"$3\r\nfoo\r\n"),
+    (7,                            b":7\r\n",                           b":7\r\n"),
+    (True,                         b":1\r\n",                           b":1\r\n"),
+    ("PONG",                       b"+PONG\r\n",                        b"+PONG\r\n"),
+    (ReplyError("ERR x"),          b"-ERR x\r\n",                       b"-ERR x\r\n"),
+    (None,                         b"$-1\r\n",                          b"_\r\n"),
+    (NULL_ARRAY,                   b"*-1\r\n",                          b"_\r\n"),
+    ([b"a", None],                 b"*2\r\n$1\r\na\r\n$-1\r\n",         b"*2\r\n$1\r\na\r\n_\r\n"),
+    ({b"timeout": b"0"},           b"*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n",
+                                   b"%1\r\n$7\r\ntimeout\r\n$1\r\n0\r\n"),
+    ({},                           b"*0\r\n",                           b"%0\r\n"),
+    ({b"a"},                       b"*1\r\n$1\r\na\r\n",                b"~1\r\n$1\r\na\r\n"),
+    (frozenset(),                  b"*0\r\n",                           b"~0\r\n"),
+    (1.1,                          b"$18\r\n1.1000000000000001\r\n",    b",1.1000000000000001\r\n"),
+    (2.0,                          b"$1\r\n2\r\n",                      b",2\r\n"),
+    (float("inf"),                 b"$3\r\ninf\r\n",                    b",inf\r\n"),
+    (float("-inf"),                b"$4\r\n-inf\r\n",                   b",-inf\r\n"),
+    (Verbatim(b"# Keyspace\r\n"),  b"$12\r\n# Keyspace\r\n\r\n",
+                                   b"=16\r\ntxt:# Keyspace\r\n\r\n"),
+    (Verbatim(b""),                b"$0\r\n\r\n",                       b"=4\r\ntxt:\r\n"),
+    (Verbatim(b"*hi*", "mkd"),     b"$4\r\n*hi*\r\n",                   b"=8\r\nmkd:*hi*\r\n"),
+    ([{b"k": [None, NULL_ARRAY]}], b"*1\r\n*2\r\n$1\r\nk\r\n*2\r\n$-1\r\n*-1\r\n",
+                                   b"*1\r\n%1\r\n$1\r\nk\r\n*2\r\n_\r\n_\r\n"),
+]
+
+
+@pytest.mark.parametrize("value, resp2, resp3", BOTH_PROTOCOLS, ids=lambda v: repr(v)[:30])
+def test_each_reply_type_is_encoded_as_redis_does_in_both_protocols(value, resp2, resp3):
+    assert encode(value) == encode(value, 2) == resp2
+    assert encode(value, 3) == resp3
+
+
+@pytest.mark.parametrize("value", [value for value, _, _ in BOTH_PROTOCOLS],
+                         ids=lambda v: repr(v)[:30])
+def test_a_resp2_client_never_sees_a_resp3_type(value):
+    assert not reply_types(encode(value, 2)) & RESP3_TYPES
+
+
+def parse_one_byte_at_a_time(data: bytes) -> list:
+    parser = ReplyParser()
+    got = []
+    for byte in range(len(data)):
+        parser.feed(data[byte:byte + 1])
+        while (reply := parser.next_reply()) is not NEED_MORE:
+            got.append(reply)
+    return got
 
 
 def test_reply_parser_reads_what_the_encoder_writes():
     values = ["OK", 7, b"bulk", None, NULL_ARRAY, [b"a", [1, None]], []]
-    parser = ReplyParser()
     data = b"".join(encode(v) for v in values) + encode(ReplyError("ERR x"))
-    for byte in range(len(data)):   # one byte at a time
-        parser.feed(data[byte:byte + 1])
-    got = []
-    while (reply := parser.next_reply()) is not NEED_MORE:
-        got.append(reply)
+    got = parse_one_byte_at_a_time(data)
     assert got[:-1] == values and str(got[-1]) == "ERR x"
+
+
+def test_reply_parser_reads_every_resp3_type():
+    values = [{b"proto": 3, b"modules": []}, {b"a", b"b"}, 1.5, float("inf"), None, NULL_ARRAY,
+              Verbatim(b"id=1 name=\n"), Verbatim(b"*x*", "mkd"), [None, {b"k": {b"v"}}], {}]
+    data = b"".join(encode(v, 3) for v in values)
+    got = parse_one_byte_at_a_time(data)
+    # RESP3 has one null: NULL_ARRAY comes back as None
+    assert got == [{b"proto": 3, b"modules": []}, {b"a", b"b"}, 1.5, float("inf"), None, None,
+                   b"id=1 name=\n", b"*x*", [None, {b"k": {b"v"}}], {}]
+    assert [type(v) for v in got[6:8]] == [Verbatim, Verbatim] and got[7].format == "mkd"
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"#t\r\n", True), (b"#f\r\n", False),
+    (b"(3492890328409238509324850943850943825024385\r\n",
+     3492890328409238509324850943850943825024385),
+    (b",-1.5e+300\r\n", -1.5e300), (b",-inf\r\n", float("-inf")),
+    (b"_\r\n", None),
+    (b"~2\r\n*1\r\n:1\r\n:2\r\n", {(1,), 2}),            # arrays in a set become tuples
+    (b"%1\r\n*1\r\n$1\r\nk\r\n,2.5\r\n", {(b"k",): 2.5}),    # and in a map's keys
+    (b"|1\r\n+ttl\r\n:3600\r\n$1\r\nv\r\n", b"v"),           # an attribute is skipped
+    (b"*2\r\n|1\r\n+a\r\n:1\r\n:5\r\n:6\r\n", [5, 6]),      # inside an array too
+])
+def test_reply_parser_reads_resp3_types_redis_may_send(data, expected):
+    assert parse_one_byte_at_a_time(data) == [expected]
+
+
+def test_reply_parser_reads_pushes_and_blob_errors():
+    push, error, after = parse_one_byte_at_a_time(
+        b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"
+        b"!22\r\nSYNTAX invalid\r\nsyntax\r\n:1\r\n")
+    assert type(push) is Push and push == [b"message", b"ch", b"hi"]
+    assert isinstance(error, ReplyError) and error.text == "SYNTAX invalid\r\nsyntax"
+    assert after == 1
+
+
+def test_reply_parser_refuses_what_is_not_resp():
+    parser = ReplyParser()
+    parser.feed(b"?what\r\n")
+    with pytest.raises(ValueError, match="not a RESP reply"):
+        parser.next_reply()
 
 
 # -- properties: any bytes, any chunking ---------------------------------------
@@ -186,3 +280,35 @@ def test_any_bytes_in_any_chunks_parse_like_the_whole(case):
 def test_encoded_commands_round_trip(commands):
     data = b"".join(encode([bytes(a) for a in command]) for command in commands)
     assert outcome([data]) == (commands, None)
+
+
+# Any reply a handler may build, nested: maps and arrays of every reply type.
+reply_values = st.recursive(
+    st.one_of(st.binary(max_size=20), st.integers(-2**63, 2**63 - 1), st.none(),
+              st.just(NULL_ARRAY), st.floats(allow_nan=False),
+              st.builds(Verbatim, st.binary(max_size=20)), st.text(alphabet="ABCZ", max_size=5),
+              st.sets(st.binary(max_size=5), max_size=3)),
+    lambda children: st.one_of(st.lists(children, max_size=4),
+                               st.dictionaries(st.binary(max_size=5), children, max_size=3)),
+    max_leaves=12)
+
+
+def as_resp3_reads_it(value):
+    """What a RESP3 client gets back for a value: its one null, None, for NULL_ARRAY too."""
+    if value is NULL_ARRAY:
+        return None
+    if type(value) is list:
+        return [as_resp3_reads_it(item) for item in value]
+    if type(value) is dict:
+        return {key: as_resp3_reads_it(item) for key, item in value.items()}
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(reply_values)
+def test_any_reply_round_trips_in_resp3_and_stays_resp2_for_a_resp2_client(value):
+    assert not reply_types(encode(value, 2)) & RESP3_TYPES
+    parser = ReplyParser()
+    parser.feed(encode(value, 3))
+    assert parser.next_reply() == as_resp3_reads_it(value)
+    assert parser.next_reply() is NEED_MORE

@@ -9,7 +9,18 @@ from __future__ import annotations
 import time
 
 from contend.shared.args import wrong_arity
-from contend.shared.commands import bank, connection, events, gil, lists, pool, server, strings  # noqa: F401
+from contend.shared.commands import (  # noqa: F401
+    bank,
+    connection,
+    events,
+    expiry,
+    gil,
+    lists,
+    pool,
+    server,
+    strings,
+    transactions,
+)
 from contend.shared.commands.table import COMMANDS, NO_AUTH, Command
 from contend.shared.resp import ReplyError
 

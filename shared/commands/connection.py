@@ -6,8 +6,8 @@ import re
 
 from contend.shared.args import parse_int, wrong_arity
 from contend.shared.commands.table import COMMANDS, NO_AUTH, command
-from contend.shared.resp import ReplyError
-from contend.shared.state import REDIS_VERSION, VERSION
+from contend.shared.resp import ReplyError, Verbatim
+from contend.shared.state import REDIS_VERSION
 
 WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
 
@@ -63,11 +63,24 @@ def auth(client, argv):
     return "OK"
 
 
+NOAUTH_HELLO = ("NOAUTH HELLO must be called with the client already authenticated, otherwise "
+                "the HELLO AUTH <user> <pass> option can be used to authenticate the client "
+                "and select the RESP protocol version at the same time")
+
+
 @command("hello", -1, "connection", flags=(NO_AUTH,))
 def hello(client, argv):
+    """HELLO [2|3 [AUTH user pass] [SETNAME name]]: Redis 7.0's checks, in its order.
+
+    The version first; then each option, applied as it is read (a SETNAME
+    before a bad option still names the client, as in Redis 7.0); then
+    authentication. Only then does the connection switch protocol, so the
+    reply, a map of who answers, is already written in the new one.
+    """
+    version = client.protocol
     if len(argv) > 1:
         version = parse_int(argv[1], "ERR Protocol version is not an integer or out of range")
-        if version != 2:
+        if version not in (2, 3):
             raise ReplyError("NOPROTO unsupported protocol version")
     options, i = argv[2:], 0
     while i < len(options):
@@ -82,13 +95,10 @@ def hello(client, argv):
             raise ReplyError(f"ERR Syntax error in HELLO option "
                              f"'{options[i].decode('utf-8', 'replace')}'")
     if not client.authenticated:
-        raise ReplyError("NOAUTH HELLO must be called with the client already authenticated, "
-                         "otherwise the HELLO <proto> AUTH <user> <pass> option can be used "
-                         "to authenticate the client and select the RESP protocol version "
-                         "at the same time")
-    return [b"server", b"redis", b"version", REDIS_VERSION.encode(), b"proto", 2,
-            b"id", client.id, b"mode", b"standalone", b"role", b"master",
-            b"modules", [], b"contend", VERSION.encode()]
+        raise ReplyError(NOAUTH_HELLO)
+    client.protocol = version   # the session encodes this reply, and every later one, in it
+    return {b"server": b"redis", b"version": REDIS_VERSION.encode(), b"proto": version,
+            b"id": client.id, b"mode": b"standalone", b"role": b"master", b"modules": []}
 
 
 _NAME_OK = re.compile(rb"[!-~]*")   # printable ASCII, no spaces: Redis's rule for names
@@ -103,7 +113,8 @@ def client_setname(client, name: bytes) -> None:
 @command("client", -2, "connection")
 def client_(client, argv):
     sub = argv[1].lower()
-    expected = {b"id": 2, b"getname": 2, b"list": -2, b"setname": 3, b"setinfo": 4, b"help": 2}
+    expected = {b"id": 2, b"getname": 2, b"info": 2, b"list": -2, b"setname": 3, b"setinfo": 4,
+                b"help": 2}
     if sub not in expected:
         raise unknown_subcommand(argv)
     arity = expected[sub]
@@ -125,11 +136,14 @@ def client_(client, argv):
                              "special characters.")
         setattr(client, "lib_name" if attribute == b"lib-name" else "lib_ver", value)
         return "OK"
+    # Text for a person: a verbatim string in RESP3, a bulk string in RESP2, as in Redis.
+    if sub == b"info":
+        return Verbatim(client.describe() + b"\n")
     if sub == b"list":
         clients = sorted(client.server.clients.values(), key=lambda c: c.id)
-        return b"".join(c.describe() + b"\n" for c in clients)
+        return Verbatim(b"".join(c.describe() + b"\n" for c in clients))
     return [b"CLIENT <subcommand> [<arg> ...]. Subcommands are:",
-            b"ID", b"GETNAME", b"SETNAME <name>", b"SETINFO <LIB-NAME|LIB-VER> <value>",
+            b"ID", b"GETNAME", b"INFO", b"SETNAME <name>", b"SETINFO <LIB-NAME|LIB-VER> <value>",
             b"LIST", b"HELP"]
 
 
@@ -143,7 +157,7 @@ def command_(client, argv):
             raise wrong_arity("command|count")
         return len(COMMANDS)
     if sub == b"docs":
-        return []   # contend ships no docs; redis-cli then shows no hints
+        return {}   # a map of name -> docs; contend ships none, so redis-cli shows no hints
     if sub == b"info":
         names = argv[2:] or list(COMMANDS)
         return [COMMANDS[n.lower()].info() if n.lower() in COMMANDS else None for n in names]

@@ -7,7 +7,7 @@ from contend.shared.commands.connection import unknown_subcommand
 from contend.shared.commands.table import command
 from contend.shared.effects import ALL_KEYS, Guard, ModelInfo, Reconfigure, Shutdown
 from contend.shared.info import render_info
-from contend.shared.resp import NO_REPLY, ReplyError
+from contend.shared.resp import NO_REPLY, ReplyError, Verbatim
 
 
 @command("config", -2, "server")
@@ -17,10 +17,15 @@ def config(client, argv):
     if sub == b"get":
         if len(argv) < 3:
             raise wrong_arity("config|get")
-        reply = []
+        # A map (RESP2: name, value, name, value), as Redis 7.0 builds it: each setting
+        # once, however many patterns match it, and named as asked when asked by name.
+        found: dict[bytes, tuple[bytes, bytes]] = {}
         for pattern in argv[2:]:
-            reply += settings.get(pattern)
-        return reply
+            flat = settings.get(pattern)
+            by_name = not any(c in pattern for c in b"*?[")
+            for name, value in zip(flat[::2], flat[1::2], strict=True):
+                found.setdefault(name, (pattern if by_name else name, value))
+        return dict(found.values())
     if sub == b"set":
         if len(argv) < 4 or len(argv) % 2:
             raise wrong_arity("config|set")
@@ -43,7 +48,8 @@ def _apply(changed: tuple[str, ...]):
 def info(client, argv):
     extra = yield ModelInfo()
     sections = [a.decode("utf-8", "replace").lower() for a in argv[1:]]
-    return render_info(client.server, extra, sections, asking=client)
+    # Text for a person: a verbatim string in RESP3, a bulk string in RESP2, as in Redis.
+    return Verbatim(render_info(client.server, extra, sections, asking=client))
 
 
 def _flush_option(argv: list[bytes]) -> None:
