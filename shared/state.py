@@ -139,6 +139,7 @@ class Client:
             ("age", int(now - self.created)), ("idle", int(now - self.last_active)),
             ("flags", self.flags()), ("db", 0),
             ("cmd", self.last_command.decode("utf-8", "replace")), ("user", "default"),
+            ("resp", self.protocol),
             ("lib-name", self.lib_name.decode("utf-8", "replace")),
             ("lib-ver", self.lib_ver.decode("utf-8", "replace")),
         ]

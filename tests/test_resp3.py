@@ -50,6 +50,13 @@ def test_protocol_belongs_to_one_connection():
     assert new.call("CONFIG", "GET", "timeout") == [b"timeout", b"0"]
 
 
+def test_client_list_says_which_protocol_each_connection_speaks():
+    model = InProcess()
+    old, new = model.connect("old"), resp3(model, "new")
+    lines = sorted(bytes(old.call("CLIENT", "LIST")).decode().splitlines())
+    assert [line.split(" resp=")[1].split()[0] for line in lines] == ["2", "3"]
+
+
 def test_a_refused_hello_leaves_the_protocol_as_it_was():
     model = InProcess(requirepass="s3cret")
     client = model.connect("a")
