@@ -52,7 +52,8 @@ def test_protocol_belongs_to_one_connection():
 
 def test_client_list_says_which_protocol_each_connection_speaks():
     model = InProcess()
-    old, new = model.connect("old"), resp3(model, "new")
+    old = model.connect("old")
+    resp3(model, "new")
     lines = sorted(bytes(old.call("CLIENT", "LIST")).decode().splitlines())
     assert [line.split(" resp=")[1].split()[0] for line in lines] == ["2", "3"]
 
