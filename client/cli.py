@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A multi-client socket playground for learning and measuring thread safety.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = commands.add_parser("serve", help="run a server (speaks Redis's RESP2)")
+    serve = commands.add_parser("serve", help="run a server (speaks Redis's RESP2 and RESP3)")
     add_serve_arguments(serve)
 
     load = commands.add_parser("load", help="many clients against one server, with a verdict")
