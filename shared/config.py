@@ -31,6 +31,12 @@ class Config:
     proto_max_bulk_len: int = 512 * 1024 * 1024
     save: str = ""
     appendonly: str = "no"
+    # Hardening (docs/design.md, "Bad input"): what one client may cost.
+    protected_mode: str = "yes"              # no password: refuse clients not on loopback
+    work_max_units: int = 10_000             # WORK's cap: one call stays within seconds
+    output_buffer_soft_limit: int = 1 << 20  # unsent bytes past which a client's commands wait
+    output_buffer_hard_limit: int = 256 << 20   # unsent bytes past which it is disconnected
+    output_buffer_soft_seconds: int = 60     # ... or past the soft limit this long
 
     @classmethod
     def from_options(cls, options: argparse.Namespace) -> Config:
@@ -126,6 +132,11 @@ _PARAMETERS = {
     "timeout": ("timeout", _integer(0, 2**31 - 1)),
     "requirepass": ("requirepass", _text),
     "proto-max-bulk-len": ("proto_max_bulk_len", _integer(1024 * 1024, 2**63 - 1)),
+    "protected-mode": ("protected_mode", _choice("yes", "no")),
+    "work-max-units": ("work_max_units", _integer(0, 1_000_000)),
+    "output-buffer-soft-limit": ("output_buffer_soft_limit", _integer(1024, 2**63 - 1)),
+    "output-buffer-hard-limit": ("output_buffer_hard_limit", _integer(1024, 2**63 - 1)),
+    "output-buffer-soft-seconds": ("output_buffer_soft_seconds", _integer(0, 2**31 - 1)),
     # redis-benchmark asks for these two at start-up
     "save": ("save", _only("")),
     "appendonly": ("appendonly", _only("no")),
@@ -154,3 +165,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deadlock-timeout-ms", dest="deadlock_timeout_ms", type=int,
                         default=1000, help="unordered mode gives up a lock wait after this")
     parser.add_argument("--requirepass", default="", help="password clients must AUTH with")
+    parser.add_argument("--protected-mode", dest="protected_mode", choices=("yes", "no"),
+                        default="yes", help="with no password, refuse clients that are not "
+                        "on this machine, as Redis does (default: yes)")

@@ -57,12 +57,13 @@ class RequestParser:
     next command starts.
     """
 
-    __slots__ = ("_buf", "_pos", "max_bulk")
+    __slots__ = ("_buf", "_pos", "max_bulk", "unauthenticated")
 
     def __init__(self, max_bulk: int = BULK_MAX_DEFAULT):
         self._buf: bytes | bytearray = b""
         self._pos = 0
         self.max_bulk = max_bulk
+        self.unauthenticated = False   # set by the session: before AUTH, tighter limits apply
 
     def feed(self, data: bytes) -> None:
         if type(data) is not bytes:

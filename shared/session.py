@@ -94,6 +94,10 @@ class Session:
         self._hand_back: Handed | None = None        # an item to return, once the client is gone
         self._leases_returned = False
         self._unwatched = False
+        denial = state.denial(addr)   # protected mode: answered, then closed
+        if denial is not None:
+            self._send(denial)
+            self.client.closing = True
 
     # -- bytes in ------------------------------------------------------------------
 
@@ -138,6 +142,8 @@ class Session:
                 self._held_back = None
             else:
                 try:
+                    # Before AUTH, Redis refuses large requests at their headers.
+                    self.parser.unauthenticated = not client.authenticated
                     argv = self.parser.next_command()
                 except ProtocolError as error:
                     self._send(error.reply)

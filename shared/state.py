@@ -29,6 +29,11 @@ class Stats:
     commands_of_closed_clients: int = 0
     deadlocks: int = 0
     internal_errors: int = 0        # commands that failed with a bug (shared/session.py)
+    # Limits hit (docs/design.md, "Bad input"); INFO stats shows each.
+    output_disconnects: int = 0     # clients closed for unsent replies past the output limits
+    preauth_refusals: int = 0       # unauthenticated clients refused for a too-large request
+    work_refusals: int = 0          # WORK calls refused for asking more than work-max-units
+    denied_connections: int = 0     # protected mode: non-loopback clients with no password set
     internal_errors_logged: set = field(default_factory=set)   # where a traceback was logged
 
 
@@ -58,6 +63,10 @@ class ServerState:
         parallel (threads) calls it under a lock."""
         self.clients.pop(client.id, None)
         self.stats.commands_of_closed_clients += client.commands
+
+    def denial(self, addr: str) -> bytes | None:
+        """Protected mode's refusal for a client at `addr`, or None to serve it."""
+        return None
 
     def due_chore(self):
         """Upkeep the server owes now, as a command's steps for a session to run
