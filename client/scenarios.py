@@ -100,11 +100,16 @@ class Incr(Scenario):
         return super().check(reply, client, seq, tally)
 
     def verdict(self, admin, tallies, ops, errors):
-        expected = sum(t.get("acknowledged", 0) for t in tallies)
-        observed = sum(int(admin.call("GET", self.key(n)) or 0) for n in range(self.counters))
-        lost = expected - observed
-        return Invariant(lost == 0, expected, observed,
-                         "no lost updates" if lost == 0 else f"{lost} lost updates")
+        return counted_in_full(self, admin, sum(t.get("acknowledged", 0) for t in tallies))
+
+
+def counted_in_full(scenario, admin, expected: int) -> Invariant:
+    """The lost-update check: every increment the server acknowledged is in the counters."""
+    observed = sum(int(admin.call("GET", scenario.key(n)) or 0)
+                   for n in range(scenario.counters))
+    lost = expected - observed
+    return Invariant(lost == 0, expected, observed,
+                     "no lost updates" if lost == 0 else f"{lost} lost updates")
 
 
 @dataclass
@@ -159,11 +164,7 @@ class Cas(Scenario):
         return super().check(attempts.reply, client, seq, tally)
 
     def verdict(self, admin, tallies, ops, errors):
-        expected = sum(t.get("committed", 0) for t in tallies)
-        observed = sum(int(admin.call("GET", self.key(n)) or 0) for n in range(self.counters))
-        lost = expected - observed
-        return Invariant(lost == 0, expected, observed,
-                         "no lost updates" if lost == 0 else f"{lost} lost updates")
+        return counted_in_full(self, admin, sum(t.get("committed", 0) for t in tallies))
 
     def figures(self, tallies, ops):
         retries = sum(t.get("retries", 0) for t in tallies)
