@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import ipaddress
 import signal
 import socket
 import sys
@@ -55,6 +56,25 @@ def announce(config: Config) -> None:
           f"(sync={config.sync}, pool-size={config.pool_size})", flush=True)
 
 
+def warn_if_exposed(config: Config) -> None:
+    """One line on stderr when protected mode will refuse most of the clients this bind
+    invites: listening beyond loopback with no password (Redis warns at start-up too)."""
+    if config.protected_mode != "yes" or config.requirepass or _is_loopback(config.host):
+        return
+    print(f"contend: warning: bound to {config.host} with protected mode on and no "
+          "password: only clients on this machine will be served (set --requirepass, "
+          "or --protected-mode no)", file=sys.stderr, flush=True)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False   # a host name: it may well be reachable from elsewhere
+
+
 def stop_on_signals(stop) -> None:
     """SIGINT and SIGTERM ask for a graceful stop instead of killing the process."""
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -68,6 +88,7 @@ def serve(config: Config) -> int:
     # long as the server; freezing it spares every full garbage collection a
     # walk over all of it, which otherwise shows up as latency spikes.
     gc.freeze()
+    warn_if_exposed(config)
     announce(config)
     server.serve_forever()
     return 0

@@ -14,7 +14,8 @@
     hang-ups      a watcher task reads the socket of a blocked command; end of file cuts the
                   wait short (Server.blocked)
     slow readers  a task that cannot send its replies parks until the socket drains; meanwhile
-                  that client gets no more commands run (Server.send_all)
+                  that client gets no more commands run; past the output soft limit, a timer
+                  ends the park and the client is closed (Server.send_all)
     WORK          runs inside one turn and stalls everyone; INFO counts it (shared/stalls.py)
     shutdown      a wake-up socket the main task waits on; then no new waits, GRACE for the
                   rest (Server.main)
@@ -45,6 +46,7 @@ from inspect import isgeneratorfunction
 from typing import Any
 
 from contend.server import open_listener
+from contend.server.descriptors import OUT_OF_DESCRIPTORS, SpareDescriptor
 from contend.server.selector_sync import (
     CUT_SHORT,
     TIMED_OUT,
@@ -240,10 +242,11 @@ class Loop:
         watched.reader = self.current
         return (yield from self.park(watched.forget, timeout))
 
-    def wait_writable(self, sock: socket.socket):
+    def wait_writable(self, sock: socket.socket, timeout: float | None = None):
+        """Park until `sock` has room to send: None, or TIMED_OUT/CUT_SHORT."""
         watched = self._watch(sock, WRITE)
         watched.writer = self.current
-        return (yield from self.park(watched.forget))
+        return (yield from self.park(watched.forget, timeout))
 
     def forget(self, sock: socket.socket) -> None:
         """Stop watching a socket; before it is closed."""
@@ -348,6 +351,7 @@ class Server:
 
     def listen(self) -> None:
         self.listener = open_listener(self.config, self.stop)
+        self.spare = SpareDescriptor()   # to refuse a client when out of descriptors
 
     def serve_forever(self) -> None:
         self.listener.setblocking(False)
@@ -369,6 +373,7 @@ class Server:
         loop.kill(accepting)
         loop.forget(self.listener)
         self.listener.close()
+        self.spare.close()
         for conn in list(self.connections):
             if conn.interruptible:
                 loop.cancel(conn.task, CUT_SHORT)
@@ -389,6 +394,10 @@ class Server:
                 except OSError as error:
                     if error.errno == errno.ECONNABORTED:
                         continue   # gone before we took it
+                    if (error.errno in OUT_OF_DESCRIPTORS
+                            and self.spare.refuse_one(listener, self.state.refuse)):
+                        log.warning("accept failed (%s); refused a client", error.strerror)
+                        continue   # told on the spare descriptor (server/descriptors.py)
                     # Out of descriptors (EMFILE), most likely: a pause lets connections
                     # close, and the loop serves everyone meanwhile (time.sleep would not).
                     log.warning("accept failed (%s); retrying shortly", error.strerror)
@@ -449,10 +458,10 @@ class Server:
                 yield from self.send_all(conn, session.data_to_send())   # answered, then wait
                 session.receive_data((yield from self.next_request(conn)))
             elif event is FLUSH:
-                yield from self.send_all(conn, session.data_to_send())
+                yield from self.send_all(conn, session.data_to_send(), session.flush_timeout)
             else:
                 yield from self.drive(conn, event)
-        yield from self.send_all(conn, session.data_to_send())
+        yield from self.send_all(conn, session.data_to_send(), session.flush_timeout)
 
     def drive(self, conn: Connection, call: Call):
         """Run one command: perform each effect it yields here, and send back its result."""
@@ -495,9 +504,12 @@ class Server:
             except OSError:
                 return b""
 
-    def send_all(self, conn: Connection, data: bytes):
+    def send_all(self, conn: Connection, data: bytes, patience: float | None = None):
         """Send it all, parking while the socket's buffer is full. A client that reads
-        slower than it asks gets nothing more run meanwhile: that is the back-pressure."""
+        slower than it asks gets nothing more run meanwhile: that is the back-pressure.
+        A FLUSH has `patience` seconds (None: no limit), a timer on the park: a client
+        that has not read it all by then has stopped reading, and the session closes it."""
+        deadline = None if patience is None else time.monotonic() + patience
         while data:
             try:
                 sent = conn.sock.send(data)
@@ -510,8 +522,12 @@ class Server:
                 return
             data = memoryview(data)[sent:]
             conn.paused = True
-            yield from self.loop.wait_writable(conn.sock)
+            waited = yield from self.loop.wait_writable(
+                conn.sock, None if deadline is None else max(0.0, deadline - time.monotonic()))
             conn.paused = False
+            if waited is TIMED_OUT:
+                conn.session.flush_timed_out()
+                return
 
     def _close(self, conn: Connection) -> None:
         if conn.session.call is not None:   # the task failed or was killed mid-command
@@ -675,6 +691,10 @@ class Server:
         return BarrierView(gathering.parties, len(gathering.arrived), gathering.broken,
                            gathering.rounds)
 
+    # An event exists only while it is set or waited for: a clear one nobody waits for is
+    # forgotten, and a lookup (ISSET, CLEAR of a new name) makes nothing, or asking about
+    # 100,000 names would keep 100,000 Signals.
+
     def _event(self, name: bytes) -> Signal:
         event = self.events.get(name)
         if event is None:
@@ -685,14 +705,26 @@ class Server:
         return self._event(effect.name).set()
 
     def event_clear(self, conn: Connection, effect: fx.EventClear) -> None:
-        self._event(effect.name).clear()
+        event = self.events.get(effect.name)
+        if event is not None:
+            event.clear()
+            self._forget_if_idle(effect.name, event)
 
     def event_isset(self, conn: Connection, effect: fx.EventIsSet) -> bool:
-        return self._event(effect.name).is_set
+        event = self.events.get(effect.name)
+        return event is not None and event.is_set
 
     def event_wait(self, conn: Connection, effect: fx.EventWait):
-        outcome = yield from self.blocked(conn, self._event(effect.name).wait(effect.timeout))
+        event = self._event(effect.name)
+        try:
+            outcome = yield from self.blocked(conn, event.wait(effect.timeout))
+        finally:
+            self._forget_if_idle(effect.name, event)
         return False if outcome is TIMED_OUT else outcome
+
+    def _forget_if_idle(self, name: bytes, event: Signal) -> None:
+        if not event.waiting and not event.is_set and self.events.get(name) is event:
+            del self.events[name]
 
     # -- server-wide -----------------------------------------------------------------------
 

@@ -45,6 +45,9 @@ TIMED_OUT = Outcome("TIMED_OUT")   # its timeout passed first
 CUT_SHORT = Outcome("CUT_SHORT")   # its client hung up, or the server is stopping
 
 
+LONGEST_SLEEP = 86_400.0   # seconds: far below the 2**31 ms select() can be asked to wait
+
+
 class Timers:
     """The deadlines of parked tasks (timeouts, SLEEP, the race window), earliest first.
 
@@ -81,7 +84,8 @@ class Timers:
         while heap and heap[0][2] is None:
             heapq.heappop(heap)
             self._cancelled -= 1
-        return max(0.0, heap[0][0] - now) if heap else None
+        # select() takes at most 2**31 ms; a later deadline is simply looked at again then.
+        return min(max(0.0, heap[0][0] - now), LONGEST_SLEEP) if heap else None
 
     def due(self, now: float) -> list[Task]:
         """The tasks whose deadline has come, earliest first; their entries are spent."""

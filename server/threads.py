@@ -10,6 +10,8 @@
     barriers      threading.Barrier, one per name (Server.barrier_wait)
     events        threading.Event, one per name (Server.event_wait)
     hang-ups      one watcher thread wakes a wait whose client left (Server._blocked)
+    slow readers  past the output soft limit, replies must go out within a socket timeout on
+                  sendall, or the client is closed (Server._flush)
     shutdown      threading.Event `stopping`; every connection is told to finish (Server.stop)
 
 A connection's protocol lives in shared/session.py and the commands in
@@ -30,6 +32,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 
 from contend.server import open_listener
+from contend.server.descriptors import OUT_OF_DESCRIPTORS, SpareDescriptor
 from contend.server.threads_sync import (
     HangupWatcher,
     KeyLocks,
@@ -42,7 +45,7 @@ from contend.shared import effects as fx
 from contend.shared.commands.events import broken, parties_mismatch
 from contend.shared.effects import BarrierView
 from contend.shared.guards import EXCLUSIVE, KEY, SHARED, Step, key_steps
-from contend.shared.session import CLOSE, NEED_DATA, Call, Session
+from contend.shared.session import CLOSE, FLUSH, NEED_DATA, Call, Session
 from contend.shared.state import ServerState
 from contend.shared.waiters import ListWaiter
 
@@ -109,6 +112,7 @@ class Server:
 
     def listen(self) -> None:
         self.listener = open_listener(self.config, self.stop)
+        self.spare = SpareDescriptor()   # to refuse a client when out of descriptors
 
     def serve_forever(self) -> None:
         self.listener.setblocking(False)
@@ -128,6 +132,10 @@ class Server:
         except BlockingIOError:
             return
         except OSError as error:
+            if (error.errno in OUT_OF_DESCRIPTORS
+                    and self.spare.refuse_one(self.listener, self.state.refuse)):
+                log.warning("accept failed (%s); refused a client", error.strerror)
+                return
             if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                 # Out of descriptors: say so and let connections close, don't die.
                 log.warning("accept failed (%s); retrying shortly", error.strerror)
@@ -152,7 +160,25 @@ class Server:
         thread = threading.Thread(target=self._serve_connection, args=(conn,),
                                   name=f"client-{address[1]}", daemon=True)
         self.threads.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as error:   # "can't start new thread": out of memory or of pids
+            self.threads.discard(thread)
+            self._turn_away(conn, error)
+
+    def _turn_away(self, conn: Connection, error: Exception) -> None:
+        """A client the OS gave no thread: refused as one past maxclients, its slot and
+        session given back at once. One client turned away, not the whole server."""
+        log.warning("refused %s: %s", conn.session.client.addr, error)
+        self.connections.discard(conn)
+        with suppress(OSError):
+            conn.sock.sendall(self.state.refuse())
+        conn.sock.close()
+        with self.books_lock:
+            conn.session.close()
+        # Never served: like Redis, count it as rejected only (one writer: this thread).
+        self.state.stats.connections_received -= 1
+        self.client_slots.release()
 
     # -- one connection -----------------------------------------------------
 
@@ -176,23 +202,41 @@ class Server:
                 self.run(conn, event)
                 continue
             try:
-                self._send(conn)   # FLUSH; before NEED_DATA too: replies go out before we wait
                 if event is NEED_DATA:
+                    self._send(conn)   # the replies so far, before we wait
                     if (self.config.timeout or None) != idle_timeout:
                         idle_timeout = self.config.timeout or None
                         sock.settimeout(idle_timeout)
                     session.receive_data(sock.recv(RECV_SIZE))
+                elif event is FLUSH:
+                    self._flush(conn)
             except OSError:
                 # A reset or broken pipe, or idle past `timeout` (Redis closes without
                 # a word): the session only hands out what cleans up, then CLOSE.
                 session.connection_lost()
         with suppress(OSError):   # the client vanished before its last reply: nothing to tell it
-            self._send(conn)
+            self._flush(conn)
 
     def _send(self, conn: Connection) -> None:
         data = conn.session.data_to_send()
         if data:
             conn.sock.sendall(data)
+
+    def _flush(self, conn: Connection) -> None:
+        """Send the replies within the session's flush_timeout: a client that has not read
+        them by then has stopped reading, and its thread must not wait in sendall forever."""
+        data = conn.session.data_to_send()
+        if not data:
+            return
+        sock = conn.sock
+        idle_timeout = sock.gettimeout()   # recv's; sendall's timeout bounds the whole send
+        sock.settimeout(conn.session.flush_timeout)
+        try:
+            sock.sendall(data)
+        except TimeoutError:
+            conn.session.flush_timed_out()
+        finally:
+            sock.settimeout(idle_timeout)
 
     def run(self, conn: Connection, call: Call) -> None:
         """Drive one command in this thread, performing each effect it yields."""
@@ -268,11 +312,15 @@ class Server:
             # Every lock the command holds goes, key locks and the shared keyspace lock
             # too, or the push it waits for could never come; it takes nothing back.
             conn.held.close()
-            with self._blocked(conn, interrupt=self._notify_lists):
-                # wait_for gives the RLock up while waiting and takes it back to check.
-                self.lists_changed.wait_for(lambda: waiter.item is not None or conn.hung_up.is_set()
-                                            or self.stopping.is_set(), effect.timeout)
-            self.state.waiters.remove(waiter)
+            try:
+                with self._blocked(conn, interrupt=self._notify_lists):
+                    # wait_for gives the RLock up while waiting and takes it back to check.
+                    self.lists_changed.wait_for(
+                        lambda: waiter.item is not None or conn.hung_up.is_set()
+                        or self.stopping.is_set(), effect.timeout)
+            finally:
+                # Whatever ended the wait, no push may hand this waiter an item after it.
+                self.state.waiters.remove(waiter)
         return waiter.item
 
     def _notify_lists(self) -> None:
@@ -354,26 +402,33 @@ class Server:
         barrier = named.barrier
         return BarrierView(barrier.parties, barrier.n_waiting, barrier.broken, named.rounds)
 
-    def _event(self, name: bytes) -> NamedEvent:
-        with self.names_lock:
-            return self.events.setdefault(name, NamedEvent())
+    # An event exists only while it is set or waited for: a clear one nobody waits for is
+    # forgotten, and a lookup (ISSET, CLEAR of a new name) makes nothing, or asking about
+    # 100,000 names would keep 100,000 threading.Events. Finding or making one and
+    # counting its waiter happen under one hold of names_lock, or a waiter leaving could
+    # forget an event that another thread has just found.
 
     def event_set(self, conn: Connection, effect: fx.EventSet) -> int:
-        named = self._event(effect.name)
         with self.names_lock:
+            named = self.events.setdefault(effect.name, NamedEvent())
             released = 0 if named.event.is_set() else named.waiting
             named.event.set()
         return released
 
     def event_clear(self, conn: Connection, effect: fx.EventClear) -> None:
-        self._event(effect.name).event.clear()
+        with self.names_lock:
+            named = self.events.get(effect.name)
+            if named is not None:
+                named.event.clear()
+                self._forget_if_idle(effect.name, named)
 
     def event_isset(self, conn: Connection, effect: fx.EventIsSet) -> bool:
-        return self._event(effect.name).event.is_set()
+        named = self.events.get(effect.name)
+        return named is not None and named.event.is_set()
 
     def event_wait(self, conn: Connection, effect: fx.EventWait) -> bool:
-        named = self._event(effect.name)
         with self.names_lock:
+            named = self.events.setdefault(effect.name, NamedEvent())
             named.waiting += 1
         try:
             with self._blocked(conn):
@@ -381,6 +436,12 @@ class Server:
         finally:
             with self.names_lock:
                 named.waiting -= 1
+                self._forget_if_idle(effect.name, named)
+
+    def _forget_if_idle(self, name: bytes, named: NamedEvent) -> None:
+        """Under names_lock: drop an event that is clear and has no waiters."""
+        if not named.waiting and not named.event.is_set() and self.events.get(name) is named:
+            del self.events[name]
 
     # -- server-wide ----------------------------------------------------------
 
@@ -408,6 +469,7 @@ class Server:
     def _finish(self) -> None:
         """Stop accepting, let in-flight commands answer, close every connection."""
         self.listener.close()
+        self.spare.close()
         for conn in list(self.connections):
             # Reading ends: idle threads see end-of-file, and a blocked wait ends as if
             # its client had left; a command still running can send its reply.

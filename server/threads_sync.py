@@ -158,6 +158,9 @@ class HangupWatcher:
         self._selector = selectors.DefaultSelector()
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
+        # A poke comes from a thread that may hold the keyspace lock (pop_wait): it must
+        # never wait for the watcher, so a full buffer drops it (see _poke).
+        self._wake_writer.setblocking(False)
         self._selector.register(self._wake_reader, selectors.EVENT_READ)
         # Only the watcher thread touches the selector; others queue requests.
         self._requests: deque = deque()
@@ -212,10 +215,16 @@ class HangupWatcher:
     def _check(self, sock: socket.socket, hung_up: threading.Event,
                interrupt: Callable[[], None] | None) -> None:
         self._selector.unregister(sock)
-        left = client_left(sock)
-        if left is None:   # a spurious wake-up: keep watching
-            self._selector.register(sock, selectors.EVENT_READ, (hung_up, interrupt))
-        elif left:
+        try:
+            left = client_left(sock)
+            if left is None:   # a spurious wake-up: keep watching
+                self._selector.register(sock, selectors.EVENT_READ, (hung_up, interrupt))
+        except ValueError:
+            # Closed since select() saw it: its wait ended and its thread closed the
+            # socket (the unwatch is still queued). Nothing to wake; and an exception
+            # here would end this thread, after which no hang-up would be noticed.
+            return
+        if left:
             hung_up.set()
             if interrupt is not None:
                 interrupt()

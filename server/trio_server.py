@@ -14,6 +14,8 @@
     events        trio_sync.ClearableEvent, a trio.Event replaced on clear (Server.event_wait)
     shutdown      cancel the accept loop's scope, wake every waiting connection (Server._begin_stop)
     hang-ups      a watcher task beside each blocking wait cancels it (Server._blocked)
+    slow readers  past the output soft limit, replies must go out within a cancel scope,
+                  or the client is closed (Connection.flush)
     loop stalls   a trio Instrument times every task step (StallMeter)
 
 Commands live in shared/commands and a connection's protocol in
@@ -40,6 +42,7 @@ from types import CoroutineType
 import trio
 
 from contend.server import open_listener
+from contend.server.descriptors import OUT_OF_DESCRIPTORS, SpareDescriptor
 from contend.server.trio_sync import Barrier, BrokenBarrierError, ClearableEvent, ReadersWriterLock
 from contend.shared import effects as fx
 from contend.shared.commands.events import broken, parties_mismatch
@@ -110,6 +113,17 @@ class Connection:
         except (OSError, trio.ClosedResourceError):
             self.session.connection_lost()
 
+    async def flush(self, data: bytes) -> None:
+        """Send a FLUSH (replies past the output soft limit) within the session's
+        flush_timeout: a cancel scope around the send. A client that has not read it all
+        by then has stopped reading, and the session closes it."""
+        if not data:
+            return
+        with trio.move_on_after(self.session.flush_timeout or math.inf) as waiting:
+            await self.send(data)
+        if waiting.cancelled_caught:
+            self.session.flush_timed_out()
+
 
 class StallMeter(trio.abc.Instrument):
     """Times every task step: how long one task ran before it let the loop go (INFO loop_stalls).
@@ -129,6 +143,43 @@ class StallMeter(trio.abc.Instrument):
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         self.stalls.note(time.perf_counter() - self.step_began)
+
+
+class SparingListener(trio.abc.Listener):
+    """A trio.SocketListener that turns a client away when out of descriptors.
+
+    On EMFILE trio.serve_listeners logs, sleeps and retries, and the client
+    that waits meanwhile is never answered. This wrapper first spends its
+    spare descriptor on it (server/descriptors.py) and goes on accepting; only
+    when that fails does the error reach serve_listeners and its pause.
+    """
+
+    def __init__(self, listener: trio.SocketListener, refusal):
+        self.listener = listener
+        self.refusal = refusal   # ServerState.refuse: counts it, returns Redis's line
+        self.spare = SpareDescriptor()
+
+    async def accept(self) -> trio.SocketStream:
+        while True:
+            try:
+                return await self.listener.accept()
+            except OSError as error:
+                if error.errno not in OUT_OF_DESCRIPTORS or not self._refuse_one():
+                    raise
+                log.warning("accept failed (%s); refused a client", error.strerror)
+
+    def _refuse_one(self) -> bool:
+        # A trio socket has no synchronous accept; a stdlib view of the same
+        # descriptor does, and detach() leaves the descriptor to trio.
+        view = socket.socket(fileno=self.listener.socket.fileno())
+        try:
+            return self.spare.refuse_one(view, self.refusal)
+        finally:
+            view.detach()
+
+    async def aclose(self) -> None:
+        self.spare.close()
+        await self.listener.aclose()
 
 
 class Server:
@@ -213,8 +264,10 @@ class Server:
             with trio.CancelScope() as self._accepting:
                 if self._stop_requested:
                     self._begin_stop()
-                # Accept errors such as EMFILE are logged and retried after a
-                # pause by serve_listeners itself; they never stop the server.
+                # Out of descriptors, a client is turned away (SparingListener); other
+                # accept errors serve_listeners logs and retries after a pause itself.
+                listeners = [SparingListener(listener, self.state.refuse)
+                             for listener in listeners]
                 await trio.serve_listeners(self.serve_connection, listeners,
                                            handler_nursery=connections)
             # stop() cancelled the accept loop and cut every wait short;
@@ -283,10 +336,10 @@ class Server:
                 await conn.send(session.data_to_send())   # the replies so far, before we wait
                 session.receive_data(await self._next_bytes(conn))
             elif event is FLUSH:
-                await conn.send(session.data_to_send())
+                await conn.flush(session.data_to_send())
             else:
                 await self.execute(conn, event)
-        await conn.send(session.data_to_send())
+        await conn.flush(session.data_to_send())
 
     async def _next_bytes(self, conn: Connection) -> bytes:
         """The client's next bytes; b"" ends the conversation: end of file, idle too long
@@ -587,15 +640,30 @@ class Server:
     def event_set(self, conn, effect: fx.EventSet, held) -> int:
         return self._event(effect.name).set()
 
+    # An event exists only while it is set or waited for: a clear one nobody waits for is
+    # forgotten, and a lookup (ISSET, CLEAR of a new name) makes nothing, or asking about
+    # 100,000 names would keep 100,000 trio.Events.
+
     def event_clear(self, conn, effect: fx.EventClear, held) -> None:
-        self._event(effect.name).clear()   # a fresh trio.Event replaces the set one
+        event = self.events.get(effect.name)
+        if event is not None:
+            event.clear()   # a fresh trio.Event replaces the set one
+            self._forget_if_idle(effect.name, event)
 
     def event_isset(self, conn, effect: fx.EventIsSet, held) -> bool:
-        return self._event(effect.name).is_set()
+        event = self.events.get(effect.name)
+        return event is not None and event.is_set()
 
     async def event_wait(self, conn: Connection, effect: fx.EventWait, held) -> bool:
-        return await self._blocked(conn, self._until_set, self._event(effect.name),
-                                   effect.timeout) is True
+        event = self._event(effect.name)
+        try:
+            return await self._blocked(conn, self._until_set, event, effect.timeout) is True
+        finally:
+            self._forget_if_idle(effect.name, event)
+
+    def _forget_if_idle(self, name: bytes, event: ClearableEvent) -> None:
+        if not event.waiting() and not event.is_set() and self.events.get(name) is event:
+            del self.events[name]
 
     @staticmethod
     async def _until_set(event: ClearableEvent, timeout: float | None) -> bool:

@@ -124,11 +124,15 @@ class ClearableEvent:
     def is_set(self) -> bool:
         return self._event.is_set()
 
-    def set(self) -> int:
-        """Set the event; returns how many waiters this released (0 if it was set already)."""
+    def waiting(self) -> int:
+        """How many tasks wait for it now."""
         # The Event's parking lot knows who waits: a waiter that was cancelled
         # (timed out, hung up) has left it and is not counted.
-        released = self._event.statistics().tasks_waiting
+        return self._event.statistics().tasks_waiting
+
+    def set(self) -> int:
+        """Set the event; returns how many waiters this released (0 if it was set already)."""
+        released = self.waiting()
         self._event.set()
         return released
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
 from contend.shared.resp import ReplyError
 
@@ -27,17 +28,53 @@ def parse_int(text: bytes, error: str = NOT_AN_INTEGER) -> int:
     raise ReplyError(error)
 
 
+# The longest wait contend times. Redis times any wait whose deadline fits in a signed
+# 64-bit count of milliseconds; Python's waits stop far short of that: epoll sleeps at
+# most 2**31 - 1 ms (about 24.8 days, the selectors loop's limit) and threading's waits
+# raise OverflowError past threading.TIMEOUT_MAX (a BLPOP with a timeout of 1e10 once
+# answered nothing and left its waiter behind, so the next push went to nobody). A
+# longer timeout is accepted, as Redis accepts it, and waits forever: the difference
+# shows only after 24 days.
+LONGEST_WAIT = 24 * 86400   # seconds
+
+TIMEOUT_NOT_A_FLOAT = "ERR timeout is not a float or out of range"
+TIMEOUT_NEGATIVE = "ERR timeout is negative"
+TIMEOUT_OUT_OF_RANGE = "ERR timeout is out of range"
+
+
 def parse_timeout(text: bytes) -> float | None:
-    """A blocking timeout in seconds, decimals allowed; 0 means forever (None)."""
+    """A blocking timeout in seconds, decimals allowed; 0 means forever (None).
+
+    Redis 7.0's rules (timeout.c, getTimeoutFromObjectOrReply): a number as
+    strtold reads it (no spaces around it; nan is none), not negative, and
+    its deadline, now plus the timeout in milliseconds, must fit in a signed
+    64-bit integer ('inf' and 1e16 do not)."""
     try:
         seconds = float(text)
     except ValueError:
-        raise ReplyError("ERR timeout is not a float or out of range") from None
-    if math.isnan(seconds) or math.isinf(seconds):
-        raise ReplyError("ERR timeout is not a float or out of range")
+        raise ReplyError(TIMEOUT_NOT_A_FLOAT) from None
+    if math.isnan(seconds) or text != text.strip() or b"_" in text:   # float() allows those
+        raise ReplyError(TIMEOUT_NOT_A_FLOAT)
     if seconds < 0:
-        raise ReplyError("ERR timeout is negative")
+        raise ReplyError(TIMEOUT_NEGATIVE)
+    if seconds * 1000 > INT64_MAX - time.time() * 1000:
+        raise ReplyError(TIMEOUT_OUT_OF_RANGE)
+    if seconds > LONGEST_WAIT:
+        return None
     return seconds or None
+
+
+def parse_milliseconds(text: bytes) -> float:
+    """SLEEP's and POOL.USE's time in ms, as seconds: a whole number up to LONGEST_WAIT.
+
+    These are contend's own commands, and a sleep has no "forever", so a longer
+    one is refused rather than stretched."""
+    milliseconds = parse_int(text)
+    if milliseconds < 0:
+        raise ReplyError("ERR milliseconds must not be negative")
+    if milliseconds > LONGEST_WAIT * 1000:
+        raise ReplyError(f"ERR milliseconds must be at most {LONGEST_WAIT * 1000} (24 days)")
+    return milliseconds / 1000
 
 
 def parse_positive(text: bytes, what: str) -> int:

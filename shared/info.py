@@ -30,10 +30,10 @@ def render_info(state: ServerState, model_fields: dict, sections: list[str], ask
         "stats": [("total_connections_received", state.stats.connections_received),
                   ("total_commands_processed", state.commands_processed()),
                   ("rejected_connections", state.stats.rejected_connections),
-                  ("internal_errors", state.stats.internal_errors),
+                  ("internal_errors", state.tally("internal_errors")),
                   ("client_output_disconnects", state.stats.output_disconnects),
-                  ("preauth_refusals", state.stats.preauth_refusals),
-                  ("work_refusals", state.stats.work_refusals),
+                  ("preauth_refusals", state.tally("preauth_refusals")),
+                  ("work_refusals", state.tally("work_refusals")),
                   ("denied_connections", state.stats.denied_connections)],
         # Redis's counts: a key past its time is counted until it is deleted.
         "keyspace": ([("db0", f"keys={keyspace.size()},expires={len(keyspace.expires)},"

@@ -6,7 +6,10 @@ owns everything else a connection's life means, once for every model:
     framing       Redis's parser; a protocol error is answered, then the connection closes
     QUIT          answered, then closed (SHUTDOWN: closed without an answer)
     ordering      a blocking command runs only after the replies before it are sent
-    back-pressure past OUTPUT_SOFT_LIMIT unsent bytes, no more commands until they are sent
+    back-pressure past output-buffer-soft-limit unsent bytes, no more commands until they are
+                  sent; past output-buffer-hard-limit, or a FLUSH unsent for
+                  output-buffer-soft-seconds, the client is closed (Redis's
+                  client-output-buffer-limit)
     hand-back     an item a push handed to a BLPOP whose client has left goes back, never lost
     leases        a client that leaves gives back every lease it holds
     MULTI         between MULTI and EXEC, commands are queued, or refused (dooming the EXEC);
@@ -19,9 +22,10 @@ each write it with their own way of waiting):
 
     while (event := session.next_event()) is not CLOSE:
         if event is NEED_DATA:    session.receive_data(recv())     # b"": the client left
-        elif event is FLUSH:      send(session.data_to_send())
+        elif event is FLUSH:      send(session.data_to_send()) within session.flush_timeout,
+                                  or else session.flush_timed_out()
         else:                     drive the Call: perform each effect it yields
-    send(session.data_to_send()); close the socket; session.close()
+    send(session.data_to_send()) as a FLUSH; close the socket; session.close()
 
 After `connection_lost()` (or b"" received) the session asks for no more I/O:
 only the Calls that clean up (hand-back, lease return, unwatch), then CLOSE.
@@ -53,7 +57,6 @@ from contend.shared.state import ServerState, Transaction
 
 log = logging.getLogger("contend")
 
-OUTPUT_SOFT_LIMIT = 1 << 20   # unsent reply bytes past which the session asks for a FLUSH
 INTERNAL_ERROR = "ERR internal error"
 
 
@@ -88,6 +91,7 @@ class Session:
         self.call: Call | None = None      # the command in flight, driven by the model
         self.out_size = 0                  # unsent reply bytes: the back-pressure gauge
         self.peer_gone = False             # the client hung up: nothing more is sent or run
+        self.over_output_limit = False     # closed for its unsent replies: counted at close()
         self.closed = False
         self._out: list[bytes] = []
         self._held_back: list[bytes] | None = None   # a blocking command waiting for a FLUSH
@@ -135,7 +139,7 @@ class Session:
                 client.sync = self.state.config.sync
                 self.call = Call(self, chore, b"chore")
                 return self.call
-            if self.out_size >= OUTPUT_SOFT_LIMIT:
+            if self.out_size >= self.state.config.output_buffer_soft_limit:
                 return FLUSH   # the client reads slower than it sends: let it catch up first
             argv = self._held_back
             if argv is not None:
@@ -146,6 +150,8 @@ class Session:
                     self.parser.unauthenticated = not client.authenticated
                     argv = self.parser.next_command()
                 except ProtocolError as error:
+                    if error.preauth:   # too large for a client that has not authenticated
+                        client.preauth_refusals += 1
                     self._send(error.reply)
                     # Redis replies, then closes: the stream has no frame boundary left
                     client.closing = True
@@ -212,6 +218,8 @@ class Session:
         """The socket is closed: the server forgets this client (a threaded model holds a lock)."""
         if not self.closed:
             self.closed = True
+            if self.over_output_limit:   # counted here, under that lock: threads leave at once
+                self.state.stats.output_disconnects += 1
             self.state.disconnect(self.client)
 
     # -- replies in, bytes out -------------------------------------------------------
@@ -233,13 +241,17 @@ class Session:
             data = encode(value, self.client.protocol)
         except Exception as error:
             data = encode(self._internal_error(self.client.last_command, error))
-        self._out.append(data)
-        self.out_size += len(data)
+        self._send(data)
 
     def _send(self, data: bytes) -> None:
         if not self.peer_gone:
             self._out.append(data)
             self.out_size += len(data)
+            if self.out_size > self.state.config.output_buffer_hard_limit:
+                # One reply this big (LRANGE of a huge list, KEYS) is dropped at once,
+                # not kept until the client has read it.
+                self._close_for_output(f"{self.out_size} bytes of replies unsent, past "
+                                       "output-buffer-hard-limit")
 
     def data_to_send(self) -> bytes:
         """Every reply not yet taken, as one buffer (b"" when there is none)."""
@@ -251,10 +263,31 @@ class Session:
         self.out_size = 0
         return data
 
+    @property
+    def flush_timeout(self) -> float | None:
+        """Seconds a model waits for a FLUSH (or the last replies before CLOSE) to go out:
+        output-buffer-soft-seconds; None when that is 0, for no limit."""
+        return self.state.config.output_buffer_soft_seconds or None
+
+    def flush_timed_out(self) -> None:
+        """The model could not send a FLUSH within flush_timeout: the client stopped reading.
+        It is closed; the session hands out only what cleans up, then CLOSE."""
+        self._close_for_output("a FLUSH went unread for output-buffer-soft-seconds")
+
+    def _close_for_output(self, why: str) -> None:
+        """Past an output limit: the replies are dropped and the connection closes, as
+        Redis's client-output-buffer-limit does, so a client that asks for more than it
+        reads costs the server at most these limits. INFO counts it."""
+        if self.peer_gone:
+            return
+        self.over_output_limit = True
+        log.warning("closing client id=%d addr=%s: %s", self.client.id, self.client.addr, why)
+        self.connection_lost()
+
     def _internal_error(self, name: bytes, error: Exception) -> ReplyError:
         """A bug inside a command: the client gets an error, the log the traceback once."""
         stats = self.state.stats
-        stats.internal_errors += 1
+        self.client.internal_errors += 1   # its own count: one writer, even with threads
         # Logged once per place it failed, so a client that repeats it cannot flood the log.
         frame = traceback.extract_tb(error.__traceback__)[-1]
         where = (name.lower(), type(error).__name__, frame.filename, frame.lineno)

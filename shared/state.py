@@ -8,6 +8,7 @@ the `Client`, which only its own connection writes, and are summed when read.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from dataclasses import dataclass, field
 from itertools import count
@@ -20,6 +21,20 @@ from contend.shared.waiters import ListWaiters
 VERSION = "0.1.0"
 REDIS_VERSION = "7.0.0"   # the Redis whose behaviour contend follows, for clients that ask
 MAXCLIENTS_REPLY = b"-ERR max number of clients reached\r\n"
+# Redis 7.0's text (networking.c, clientAcceptHandler), naming contend, and without the
+# ways contend lacks (a configuration file, CONFIG REWRITE).
+DENIED_REPLY = (
+    b"-DENIED contend is running in protected mode because protected mode is enabled and "
+    b"no password is set for the default user. In this mode connections are only accepted "
+    b"from the loopback interface. If you want to connect from external computers to "
+    b"contend you may adopt one of the following solutions: 1) Just disable protected mode "
+    b"sending the command 'CONFIG SET protected-mode no' from the loopback interface by "
+    b"connecting to contend from the same host the server is running, however MAKE SURE "
+    b"contend is not publicly accessible from internet if you do so. 2) If you started the "
+    b"server manually just for testing, restart it with the '--protected-mode no' option. "
+    b"3) Set up an authentication password for the default user (--requirepass, or CONFIG "
+    b"SET requirepass). NOTE: You only need to do one of the above things in order for the "
+    b"server to start accepting connections from the outside.\r\n")
 
 
 @dataclass
@@ -28,6 +43,8 @@ class Stats:
     rejected_connections: int = 0
     commands_of_closed_clients: int = 0
     deadlocks: int = 0
+    # These three are counted on each Client (one writer each, even with threads) and
+    # added here when it leaves; `ServerState.tally` gives the server's total.
     internal_errors: int = 0        # commands that failed with a bug (shared/session.py)
     # Limits hit (docs/design.md, "Bad input"); INFO stats shows each.
     output_disconnects: int = 0     # clients closed for unsent replies past the output limits
@@ -62,11 +79,33 @@ class ServerState:
         It adds to a server-wide total, so a model whose clients leave in
         parallel (threads) calls it under a lock."""
         self.clients.pop(client.id, None)
-        self.stats.commands_of_closed_clients += client.commands
+        stats = self.stats
+        stats.commands_of_closed_clients += client.commands
+        stats.internal_errors += client.internal_errors
+        stats.preauth_refusals += client.preauth_refusals
+        stats.work_refusals += client.work_refusals
 
     def denial(self, addr: str) -> bytes | None:
-        """Protected mode's refusal for a client at `addr`, or None to serve it."""
-        return None
+        """Protected mode's refusal for a client at `addr` ("host:port"), or None to serve it.
+
+        As in Redis: with protected mode on and no password, only clients on
+        this machine are served (a server bound to 0.0.0.0 by mistake is not
+        open to the world). An address that is no IP at all (a unix socket's
+        path, the in-process test model's names) is on this machine."""
+        config = self.config
+        if config.protected_mode != "yes" or config.requirepass:
+            return None
+        host = addr.rpartition(":")[0] if ":" in addr else addr
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        # ::ffff:127.0.0.1 is how a dual-stack socket sees an IPv4 client on loopback.
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        if (mapped or ip).is_loopback:
+            return None
+        self.stats.denied_connections += 1
+        return DENIED_REPLY
 
     def due_chore(self):
         """Upkeep the server owes now, as a command's steps for a session to run
@@ -93,6 +132,11 @@ class ServerState:
         """A connection past maxclients: counted, and the one line Redis sends before closing."""
         self.stats.rejected_connections += 1
         return MAXCLIENTS_REPLY
+
+    def tally(self, name: str) -> int:
+        """A per-client count for the whole server: clients gone, plus clients here."""
+        return getattr(self.stats, name) + sum(
+            getattr(client, name) for client in list(self.clients.values()))
 
     def commands_processed(self) -> int:
         return self.stats.commands_of_closed_clients + sum(
@@ -135,6 +179,9 @@ class Client:
     watching: set[bytes] = field(default_factory=set)
     transaction: Transaction | None = None   # between MULTI and EXEC or DISCARD
     commands: int = 0
+    internal_errors: int = 0    # this client's share of the counts INFO sums (Stats, tally)
+    preauth_refusals: int = 0
+    work_refusals: int = 0
     last_command: bytes = b"NULL"
     created: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.time)

@@ -259,7 +259,7 @@ class InProcess:
         conn, value = self.ready.popleft()
         with contextlib.suppress(StopIteration):   # its task ended: the connection is closed
             conn.task.send(value)
-        if self.state.stats.internal_errors and not self.bugs_allowed:
+        if self.state.tally("internal_errors") and not self.bugs_allowed:
             raise AssertionError("a command answered -ERR internal error (the log has why)")
         return True
 
@@ -563,20 +563,34 @@ class InProcess:
         event.waiting = []
         return released
 
+    # An event exists only while it is set or waited for (every model keeps this contract):
+    # a lookup makes nothing, and a clear event nobody waits for is forgotten.
+
     def event_clear(self, conn: Connection, effect: fx.EventClear) -> None:
-        self.events.setdefault(effect.name, NamedEvent()).is_set = False
+        event = self.events.get(effect.name)
+        if event is not None:
+            event.is_set = False
+            self._forget_if_idle(effect.name, event)
 
     def event_isset(self, conn: Connection, effect: fx.EventIsSet) -> bool:
-        return self.events.setdefault(effect.name, NamedEvent()).is_set
+        event = self.events.get(effect.name)
+        return event is not None and event.is_set
 
     def event_wait(self, conn: Connection, effect: fx.EventWait):
         event = self.events.setdefault(effect.name, NamedEvent())
         if event.is_set:
             return True
         event.waiting.append(conn)
-        was_set = yield from self._park(conn, "an event", effect.timeout, blocking=True,
-                                        leave=partial(event.waiting.remove, conn))
+        try:
+            was_set = yield from self._park(conn, "an event", effect.timeout, blocking=True,
+                                            leave=partial(event.waiting.remove, conn))
+        finally:
+            self._forget_if_idle(effect.name, event)
         return was_set is True
+
+    def _forget_if_idle(self, name: bytes, event: NamedEvent) -> None:
+        if not event.waiting and not event.is_set and self.events.get(name) is event:
+            del self.events[name]
 
     # -- server-wide ------------------------------------------------------------------
 

@@ -79,6 +79,15 @@ def test_every_model_has_a_service_and_clients_wait_for_healthy_servers():
     assert services["bench"]["profiles"] == ["bench"]
 
 
+def test_model_servers_turn_protected_mode_off_inside_their_containers():
+    """Bound to 0.0.0.0 in a container, no client is on loopback: with no password,
+    protected mode would deny every one (the published address is the guard)."""
+    services = resolved_config()["services"]
+    for model in MODEL_MODULES:
+        command = services[model]["command"]
+        assert command[command.index("--protected-mode") + 1] == "no", model
+
+
 def test_the_dockerfile_runs_contend_as_a_user_not_root():
     text = (ROOT / "Dockerfile").read_text()
     assert dockerfile_entrypoint() == ["contend"]

@@ -238,9 +238,12 @@ def test_reply_parser_refuses_what_is_not_resp():
 
 # -- properties: any bytes, any chunking ---------------------------------------
 
-def outcome(chunks: list[bytes]):
-    """Commands parsed from the chunks, and the protocol error if one ended it."""
-    parser = RequestParser(max_bulk=1024)
+def outcome(chunks: list[bytes], unauthenticated: bool = False):
+    """Commands parsed from the chunks, and the protocol error if one ended it
+    (else how many bytes are left over: a command still incomplete)."""
+    # Before AUTH a bulk over 16384 is refused; past proto-max-bulk-len, over 1024 here.
+    parser = RequestParser(max_bulk=20000 if unauthenticated else 1024)
+    parser.unauthenticated = unauthenticated
     commands = []
     try:
         for chunk in chunks:
@@ -249,13 +252,18 @@ def outcome(chunks: list[bytes]):
                 commands.append(command)
     except ProtocolError as error:
         return commands, error.reply
-    return commands, None
+    return commands, parser.buffered
 
 
 @st.composite
 def chunked(draw, data_strategy):
     data = draw(data_strategy)
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    # A few cuts anywhere, or a read every few bytes: the parser keeps its place
+    # inside a command between reads, and must keep it right whatever the cuts.
+    if draw(st.booleans()):
+        cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    else:
+        cuts = list(range(0, len(data), draw(st.integers(1, 8))))
     bounds = [0, *cuts, len(data)]
     return data, [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
@@ -264,22 +272,27 @@ def chunked(draw, data_strategy):
 # paths (partial bulks, bad lengths, quotes) are reached often.
 resp_pieces = st.lists(st.sampled_from([
     b"*", b"$", b"\r\n", b"\n", b"\r", b"1", b"2", b"3", b"-1", b"0", b"x", b"PING", b'"', b"'",
-    b"\\", b" ", b"\x00", b"1025", b"*2\r\n", b"$4\r\nECHO\r\n", b"$2\r\nhi\r\n"]), max_size=40
+    b"\\", b" ", b"\x00", b"1025", b"*2\r\n", b"$4\r\nECHO\r\n", b"$2\r\nhi\r\n",
+    b"*11\r\n", b"*10\r\n", b"$1000\r\n", b"$16385\r\n", b"x" * 500]), max_size=40
 ).map(b"".join)
 
 
-@settings(max_examples=400, deadline=None)
-@given(chunked(st.one_of(st.binary(max_size=300), resp_pieces)))
-def test_any_bytes_in_any_chunks_parse_like_the_whole(case):
+@settings(max_examples=600, deadline=None)
+@given(chunked(st.one_of(st.binary(max_size=300), resp_pieces)), st.booleans())
+def test_any_bytes_in_any_chunks_parse_like_the_whole(case, unauthenticated):
     data, chunks = case
-    assert outcome(chunks) == outcome([data])   # only ProtocolError may escape, and the same one
+    # only ProtocolError may escape, and the same one; or the same bytes are left over
+    assert outcome(chunks, unauthenticated) == outcome([data], unauthenticated)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.lists(st.binary(max_size=50), min_size=1, max_size=5), max_size=10))
-def test_encoded_commands_round_trip(commands):
+@given(st.lists(st.lists(st.binary(max_size=50), min_size=1, max_size=5), max_size=10),
+       st.integers(1, 64))
+def test_encoded_commands_round_trip(commands, read_size):
     data = b"".join(encode([bytes(a) for a in command]) for command in commands)
-    assert outcome([data]) == (commands, None)
+    assert outcome([data]) == (commands, 0)
+    reads = [data[start:start + read_size] for start in range(0, len(data), read_size)]
+    assert outcome(reads) == (commands, 0)
 
 
 # Any reply a handler may build, nested: maps and arrays of every reply type.

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from contend.shared.args import parse_int
-from contend.shared.commands.pool import parse_ms
+from contend.shared.args import parse_int, parse_milliseconds
 from contend.shared.commands.table import command
 from contend.shared.effects import Sleep
 from contend.shared.resp import ReplyError
 
 ITERATIONS_PER_UNIT = 1000
-MAX_UNITS = 1_000_000
 
 
 def work(units: int) -> int:
@@ -22,15 +20,23 @@ def work(units: int) -> int:
 
 @command("work", 2, "gil")
 def work_(client, argv):
+    # The lesson is that a CPU-bound command stalls a single-threaded server for as
+    # long as it runs; the cap (CONFIG work-max-units, default 10000: under a second)
+    # keeps that lesson from becoming `WORK 1000000` freezing it for minutes.
     units = parse_int(argv[1])
-    if not 0 <= units <= MAX_UNITS:
-        raise ReplyError(f"ERR units must be between 0 and {MAX_UNITS}")
+    server = client.server
+    limit = server.config.work_max_units
+    if not 0 <= units <= limit:
+        if units > limit:
+            client.work_refusals += 1
+        raise ReplyError(f"ERR units must be between 0 and {limit} "
+                         "(CONFIG SET work-max-units to allow more)")
     return work(units)
 
 
 @command("sleep", 2, "gil", flags=("blocking",))
 def sleep(client, argv):
-    return _sleep(parse_ms(argv[1]))
+    return _sleep(parse_milliseconds(argv[1]))
 
 
 def _sleep(seconds: float):

@@ -6,17 +6,10 @@ Semaphore (or equivalent); the ledger in shared/pool.py says who holds what.
 
 from __future__ import annotations
 
-from contend.shared.args import parse_int, parse_timeout
+from contend.shared.args import parse_int, parse_milliseconds, parse_timeout
 from contend.shared.commands.table import command
 from contend.shared.effects import LeaseAcquire, LeaseRelease, Sleep
 from contend.shared.resp import NO_REPLY, ReplyError
-
-
-def parse_ms(text: bytes) -> float:
-    milliseconds = parse_int(text)
-    if milliseconds < 0:
-        raise ReplyError("ERR milliseconds must not be negative")
-    return milliseconds / 1000
 
 
 @command("pool.acquire", -1, "pool", flags=("blocking",))
@@ -45,7 +38,7 @@ def _release(lease):
 def pool_use(client, argv):
     if len(argv) > 3:
         raise ReplyError("ERR syntax error")
-    hold = parse_ms(argv[1])
+    hold = parse_milliseconds(argv[1])
     return _use(hold, parse_timeout(argv[2]) if len(argv) == 3 else None)
 
 
