@@ -88,9 +88,14 @@ class RunningServer:
 
 def start_contend(model: str, *flags: str, wait: float = 15, preexec_fn=None,
                   server_class=RunningServer) -> RunningServer:
-    """`python -m contend.server --model MODEL --port 0 FLAGS`, ready once it prints its banner."""
+    """`python -m contend.server --model MODEL --port 0 FLAGS`, ready once it prints its banner.
+
+    `MODEL+LOOP` names a model on another event loop: `asyncio+uvloop` adds `--loop uvloop`."""
+    name, _, loop = model.partition("+")
+    loop_flags = ("--loop", loop) if loop else ()
     process = subprocess.Popen(
-        [sys.executable, "-m", "contend.server", "--model", model, "--port", "0", *flags],
+        [sys.executable, "-m", "contend.server", "--model", name, "--port", "0", *loop_flags,
+         *flags],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         preexec_fn=preexec_fn)
     selector = selectors.DefaultSelector()

@@ -6,6 +6,9 @@
                       Barrier and clearable Event built from trio.Event (trio_sync.py)
     selector_loop.py  one thread, one selector; waiting commands are parked generators, woken
                       by the loop; hand-made reentrant locks, queues and timers (selector_sync.py)
+    asyncio_server.py an asyncio.Protocol per connection, a task only while its command waits;
+                      asyncio.Lock, Condition, Semaphore, Barrier and Event; asyncio's loop or
+                      uvloop's (asyncio_sync.py holds the helpers)
 
 Each model module has a `Server(config)` with `listen()`, `serve_forever()` and
 a `stop()` that any thread or signal handler may call.
@@ -24,8 +27,11 @@ import threading
 
 from contend.shared.config import Config, add_serve_arguments
 
-MODEL_MODULES = {"threads": "contend.server.threads", "trio": "contend.server.trio_server",
-                 "selectors": "contend.server.selector_loop"}
+MODEL_MODULES = {"threads": "contend.server.threads",
+                 "trio": "contend.server.trio_server",
+                 "selectors": "contend.server.selector_loop",
+                 "asyncio": "contend.server.asyncio_server",
+                 "processes": "contend.server.processes"}
 
 
 def create(config: Config):

@@ -122,7 +122,7 @@ class ResizableSemaphore:
                 change -= 1
             if change > 0:
                 self._semaphore.release(change)
-            while change < 0 and self._semaphore.acquire(blocking=False):
+            while change < 0 and self._semaphore.acquire(False):   # threading: blocking; mp: block
                 change += 1
             self._debt += -change if change < 0 else 0
 

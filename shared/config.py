@@ -13,7 +13,8 @@ from contend.shared.args import glob_match
 from contend.shared.resp import ReplyError
 
 SYNC_MODES = ("off", "lock", "striped", "unordered")
-MODEL_NAMES = ("threads", "selectors", "trio")
+MODEL_NAMES = ("threads", "selectors", "trio", "asyncio", "processes")
+LOOPS = ("asyncio", "uvloop")   # the asyncio model's event loop: the standard one, or uvloop
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Config:
     output_buffer_soft_limit: int = 1 << 20  # unsent bytes past which a client's commands wait
     output_buffer_hard_limit: int = 256 << 20   # unsent bytes past which it is disconnected
     output_buffer_soft_seconds: int = 60     # ... or past the soft limit this long
+    loop: str = "asyncio"                    # the asyncio model: its event loop (LOOPS)
+    workers: int = 0                         # the processes model: worker processes; 0 = CPUs
 
     @classmethod
     def from_options(cls, options: argparse.Namespace) -> Config:
@@ -164,6 +167,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="microseconds between a read and its write (default: 0)")
     parser.add_argument("--deadlock-timeout-ms", dest="deadlock_timeout_ms", type=int,
                         default=1000, help="unordered mode gives up a lock wait after this")
+    parser.add_argument("--loop", choices=LOOPS, default="asyncio",
+                        help="the asyncio model's event loop: asyncio's own, or uvloop "
+                        "(pip install contend[uvloop]) (default: asyncio)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="the processes model: worker processes sharing the listening "
+                        "socket; 0 = one per CPU (default: 0)")
     parser.add_argument("--requirepass", default="", help="password clients must AUTH with")
     parser.add_argument("--protected-mode", dest="protected_mode", choices=("yes", "no"),
                         default="yes", help="with no password, refuse clients that are not "

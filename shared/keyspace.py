@@ -28,23 +28,48 @@ def wall_clock_ms() -> int:
 
 
 class Keyspace:
-    __slots__ = ("data", "expires", "watchers", "clock")
+    __slots__ = ("data", "expires", "watchers", "dirty", "clock")
 
     def __init__(self, clock: Callable[[], int] = wall_clock_ms) -> None:
         self.data: dict[bytes, bytes | deque] = {}
         # Each key with a time to live, and the Unix time in ms past which it is gone.
         # Empty (no key has one), expiry costs each lookup one truthiness check.
         self.expires: dict[bytes, int] = {}
-        # WATCH: each watched key and the clients watching it; a write to it makes
-        # their EXEC fail (WATCH and EXEC). Empty, it costs a write nothing.
-        self.watchers: dict[bytes, set] = {}
+        # WATCH: each watched key and the ids of the clients watching it; a write to it
+        # puts them in `dirty`, and their EXEC fails. Ids, not Client objects: the
+        # processes model keeps the keyspace in another process than the clients.
+        # Empty, it costs a write nothing.
+        self.watchers: dict[bytes, frozenset[int]] = {}
+        self.dirty: set[int] = set()
         self.clock = clock
 
     def touch(self, key: bytes) -> None:
         """`key` was written: every client watching it will have its EXEC refused."""
         if self.watchers:
-            for client in self.watchers.get(key, ()):
-                client.dirty = True
+            watching = self.watchers.get(key)
+            if watching:
+                self.dirty.update(watching)
+
+    # -- WATCH ----------------------------------------------------------------
+    # Each key's set of watchers is replaced, never changed in place: with `sync off`
+    # a write in another thread may be walking it.
+
+    def watch(self, key: bytes, client_id: int) -> None:
+        self.watchers[key] = self.watchers.get(key, frozenset()) | {client_id}
+
+    def unwatch(self, keys, client_id: int) -> None:
+        """Stop `client_id` watching `keys`; its next EXEC is no longer doomed."""
+        for key in keys:
+            others = self.watchers.get(key, frozenset()) - {client_id}
+            if others:
+                self.watchers[key] = others
+            else:
+                self.watchers.pop(key, None)
+        self.dirty.discard(client_id)
+
+    def is_dirty(self, client_id: int) -> bool:
+        """A key the client watches was written since: its EXEC will be refused."""
+        return client_id in self.dirty
 
     # -- lookup, through lazy expiry ------------------------------------------
 
@@ -130,6 +155,10 @@ class Keyspace:
     def size(self) -> int:
         """Keys held, as Redis's DBSIZE: one past its time counts until it is deleted."""
         return len(self.data)
+
+    def expiring(self) -> int:
+        """Keys with a time to live (INFO keyspace's `expires`)."""
+        return len(self.expires)
 
     def flush(self) -> None:
         for key in [key for key in self.watchers if key in self.data]:

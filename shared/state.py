@@ -58,7 +58,7 @@ class ServerState:
     def __init__(self, config: Config):
         self.config = config
         self.keyspace = Keyspace()
-        self.waiters = ListWaiters()
+        self.waiters = ListWaiters(self.keyspace)
         self.ledger = LeaseLedger(config.pool_size)
         self.clients: dict[int, Client] = {}
         self.stats = Stats()
@@ -133,6 +133,13 @@ class ServerState:
         self.stats.rejected_connections += 1
         return MAXCLIENTS_REPLY
 
+    # -- the figures INFO reports, for the whole server -----------------------------
+    # (The processes model overrides these: its clients are spread over several processes.)
+
+    def total(self, name: str) -> int:
+        """A server-wide count of `Stats`."""
+        return getattr(self.stats, name)
+
     def tally(self, name: str) -> int:
         """A per-client count for the whole server: clients gone, plus clients here."""
         return getattr(self.stats, name) + sum(
@@ -142,8 +149,20 @@ class ServerState:
         return self.stats.commands_of_closed_clients + sum(
             c.commands for c in list(self.clients.values()))
 
+    def reset_stats(self) -> None:
+        """CONFIG RESETSTAT: the counts Redis zeroes, and the pool's figures."""
+        self.stats.rejected_connections = self.stats.deadlocks = 0
+        self.ledger.reset_figures()
+
+    def connected_clients(self) -> int:
+        return len(self.clients)
+
     def blocked_clients(self) -> int:
         return sum(1 for c in list(self.clients.values()) if c.blocked)
+
+    def commands_in_flight(self, asking: Client | None = None) -> int:
+        """Commands running now; `asking` (the client running INFO) is not counted."""
+        return sum(1 for c in list(self.clients.values()) if c.running and c is not asking)
 
 
 @dataclass
@@ -173,7 +192,6 @@ class Client:
     closing: bool = False       # QUIT or SHUTDOWN: close once the reply is sent
     sync: str = "lock"          # the sync mode the running command started in
     protocol: int = 2           # RESP2 until HELLO 3; the session encodes every reply in it
-    dirty: bool = False         # a key it WATCHes was written: its next EXEC is refused
     # The keys it WATCHes (each also in keyspace.watchers); the session forgets them when
     # it leaves. Changed only under a guard over them (shared/commands/transactions.py).
     watching: set[bytes] = field(default_factory=set)
@@ -185,6 +203,11 @@ class Client:
     last_command: bytes = b"NULL"
     created: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.time)
+
+    @property
+    def dirty(self) -> bool:
+        """A key it WATCHes was written: its next EXEC is refused."""
+        return bool(self.watching) and self.server.keyspace.is_dirty(self.id)
 
     def describe(self) -> bytes:
         """One line of CLIENT LIST, in Redis's field=value form."""

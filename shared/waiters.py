@@ -28,9 +28,15 @@ class ListWaiter:
 
 
 class ListWaiters:
-    def __init__(self) -> None:
+    """The waiters on the lists of one keyspace."""
+
+    def __init__(self, keyspace: Keyspace) -> None:
+        self.keyspace = keyspace
         self._queues: dict[bytes, deque[ListWaiter]] = {}
         self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
 
     def add(self, waiter: ListWaiter) -> ListWaiter:
         for key in dict.fromkeys(waiter.keys):
@@ -67,8 +73,9 @@ class ListWaiters:
         self._discard(waiter)
         return [waiter]
 
-    def serve(self, key: bytes, keyspace: Keyspace) -> list[ListWaiter]:
+    def serve(self, key: bytes) -> list[ListWaiter]:
         """Hand items of `key` to its waiters in arrival order; returns those served."""
+        keyspace = self.keyspace
         queue = self._queues.get(key)
         served = []
         while queue:

@@ -7,7 +7,8 @@ import pytest
 from tests.servers import start_contend, start_redis
 
 # Every model runs the one conformance suite; a new model joins by adding its name.
-MODELS = ["threads", "trio", "selectors"]
+# "asyncio+uvloop" is the asyncio model on uvloop's event loop (`--loop uvloop`).
+MODELS = ["threads", "trio", "selectors", "asyncio", "asyncio+uvloop", "processes"]
 
 
 @pytest.fixture(scope="session")

@@ -287,9 +287,9 @@ def test_watched_keys_are_shared_by_their_watchers_and_each_forgets_its_own():
     script(model, a, ("WATCH", "k", "j"))
     script(model, b, ("WATCH", "k"))
     watchers = model.state.keyspace.watchers
-    assert watchers[b"k"] == {a.session.client, b.session.client}
+    assert watchers[b"k"] == {a.session.client.id, b.session.client.id}
     ask(model, a, "UNWATCH")
-    assert watchers == {b"k": {b.session.client}}
+    assert watchers == {b"k": {b.session.client.id}}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -300,7 +300,7 @@ def test_a_client_that_disconnects_forgets_its_watches(mode):
     script(model, b, ("WATCH", "j"))
     a.hang_up()
     model.settle()
-    assert a.closed and model.state.keyspace.watchers == {b"j": {b.session.client}}
+    assert a.closed and model.state.keyspace.watchers == {b"j": {b.session.client.id}}
     b.hang_up()
     model.settle()
     assert model.state.keyspace.watchers == {} and idle(model)

@@ -436,7 +436,7 @@ async def test_item_handed_to_a_waiter_that_hung_up_goes_back(trio_server):
     await trio.testing.wait_all_tasks_blocked()
     # What a push does under the guard, minus the wake-up: the item is the waiter's now.
     server.state.keyspace.push(b"q", [b"job"], False)
-    assert server.state.waiters.serve(b"q", server.state.keyspace)
+    assert server.state.waiters.serve(b"q")
     await waiter.stream.aclose()
     await trio.testing.wait_all_tasks_blocked()
     client = await trio_server.connect()

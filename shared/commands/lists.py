@@ -23,7 +23,7 @@ def _push(client, argv, left: bool):
     yield Guard((key,), lists=True)
     length = server.keyspace.push(key, argv[2:], left)
     # The new items go to blocked clients first, longest waiting first; the model wakes them.
-    served = server.waiters.serve(key, server.keyspace)
+    served = server.waiters.serve(key)
     if served:
         yield Pushed(served)
     return length
@@ -133,7 +133,7 @@ def hand_back_steps(server: ServerState, handed: Handed):
     keyspace, waiters = server.keyspace, server.waiters
     try:
         keyspace.push(handed.key, [handed.value], handed.left)
-        served = waiters.serve(handed.key, keyspace)
+        served = waiters.serve(handed.key)
     except ReplyError:
         # The key became a string meanwhile (a SET); the next waiter on it still gets the
         # item. With nobody waiting it goes the way the SET sent the rest of its list.

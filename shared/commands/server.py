@@ -32,9 +32,7 @@ def config(client, argv):
         pairs = list(zip(argv[2::2], argv[3::2], strict=True))
         return _apply(settings.set(pairs))
     if sub == b"resetstat":
-        stats = client.server.stats
-        stats.rejected_connections = stats.deadlocks = 0
-        client.server.ledger.reset_figures()
+        client.server.reset_stats()
         return "OK"
     raise unknown_subcommand(argv)
 

@@ -23,8 +23,8 @@ Who watches what is written under a guard, so that in every mode but `off`
 it is ordered with the writes to those keys: WATCH under a guard over its
 keys; forgetting under a guard over the whole keyspace, which never gives up
 (in `unordered` a guard over several keys could, and a client that leaves
-must not keep its watches). Each key's set of watchers is replaced, never
-changed in place: with `sync off` a write in another thread may be walking it.
+must not keep its watches). The watchers themselves are the keyspace's
+(`Keyspace.watch`, `unwatch`, `is_dirty`).
 """
 
 from __future__ import annotations
@@ -186,14 +186,13 @@ def _watch_steps(client, keys: tuple[bytes, ...]) -> Generator[Effect[Any], Any,
     if client.dirty:
         return "OK"   # as Redis: its EXEC fails already, watching more changes nothing
     keyspace = client.server.keyspace
-    watchers = keyspace.watchers
     for key in keys:
         if key in client.watching:
             continue
         # A key past its time that nobody has looked at yet goes now: its deletion is
         # no change to a watch made after its time (Redis's rule), nor touches this one.
         keyspace.exists(key)
-        watchers[key] = {*watchers.get(key, ()), client}   # a new set: see the docstring
+        keyspace.watch(key, client.id)
         client.watching.add(key)
     return "OK"
 
@@ -201,8 +200,7 @@ def _watch_steps(client, keys: tuple[bytes, ...]) -> Generator[Effect[Any], Any,
 def _forget_watches(client, reply):
     """`reply`, once every watch of the client is forgotten and its EXEC no longer doomed."""
     if not client.watching:
-        client.dirty = False   # nothing is watched, so no write can race with this
-        return reply
+        return reply   # nothing is watched, so nothing can have made it dirty
     return unwatch_steps(client, reply)
 
 
@@ -216,12 +214,5 @@ def unwatch_steps(client, reply) -> Generator[Effect[Any], Any, Any]:
 
 def _unwatch(client) -> None:
     """Stop watching every key; the caller holds a guard over them."""
-    watchers = client.server.keyspace.watchers
-    for key in client.watching:
-        others = watchers.get(key, set()) - {client}   # a new set: see the docstring
-        if others:
-            watchers[key] = others
-        else:
-            watchers.pop(key, None)
+    client.server.keyspace.unwatch(tuple(client.watching), client.id)
     client.watching.clear()
-    client.dirty = False
