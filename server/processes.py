@@ -84,7 +84,7 @@ class Commons:
         self.host.start(Hosted.make, (config.pool_size,))
         self.keyspace, self.waiters = self.host.keyspace(), self.host.waiters()
         self.ledger, self.names = self.host.ledger(), self.host.names()
-        self.settings = self.host.settings()
+        self.settings, self.clients = self.host.settings(), self.host.clients()
         # One reentrant lock over the keyspace, as in the threads model: BANK.TRANSFER
         # takes it, then its withdraw and deposit steps take it again.
         self.keyspace_lock = CONTEXT.RLock()
@@ -126,22 +126,53 @@ class ProcessState(ServerState):
         self._seen = self._generation.value
         self._following = threading.Lock()
         self._next_expiry_look = 0.0
+        self._listed = commons.clients
+        # Held over each telling of the host, so a refresh from a snapshot cannot land
+        # after (and undo) a newer client's put or drop.
+        self._telling = threading.Lock()
 
     def row_add(self, name: str, change: int) -> None:
         with self.row_lock:
             self.figures.add(self.slot, name, change)
 
     def connect(self, addr: str = "", laddr: str = "") -> Client:
+        self.follow()   # a new client meets today's requirepass, not the one at the last command
         client = super().connect(addr, laddr)
         self.row_add("connected", 1)
+        self.client_changed(client)
         return client
 
     def disconnect(self, client: Client) -> None:
         super().disconnect(client)
         self.row_add("connected", -1)
+        with self._telling:
+            self._listed.drop(self.slot, client.id)
+
+    def client_changed(self, client: Client) -> None:
+        with self._telling:
+            self._listed.put(self.slot, client.id, client.describe())
+
+    def client_lines(self) -> list[tuple[int, bytes]]:
+        """This worker's clients as they are now, the others' as last told."""
+        return super().client_lines() + [tuple(line) for line in
+                                         self._listed.others(self.slot)]
+
+    def tell_clients(self) -> None:
+        """Every client of this worker afresh (their idle time and last command move)."""
+        with self._telling:
+            self._listed.refresh(self.slot, dict(super().client_lines()))
 
     def due_chore(self):
         """Before each command: follow another worker's CONFIG SET, then active expiry."""
+        self.follow()
+        now = time.monotonic()
+        if now < self._next_expiry_look:
+            return None
+        self._next_expiry_look = now + ACTIVE_EXPIRY_PERIOD_MS / 1000
+        return active_expiry_steps(self.keyspace) if self.keyspace.expiring() else None
+
+    def follow(self) -> None:
+        """Take the settings another worker's CONFIG SET published, if any are new."""
         if self._generation.value != self._seen:
             # One thread follows while the others of this worker wait: a command must not
             # start in the old mode because another thread has begun (not finished) following.
@@ -151,11 +182,6 @@ class ProcessState(ServerState):
                     for name, value in self._settings.read().items():
                         setattr(self.config, name, value)
                     self._seen = generation
-        now = time.monotonic()
-        if now < self._next_expiry_look:
-            return None
-        self._next_expiry_look = now + ACTIVE_EXPIRY_PERIOD_MS / 1000
-        return active_expiry_steps(self.keyspace) if self.keyspace.expiring() else None
 
     # The figures INFO reports, over every worker.
 
@@ -257,6 +283,7 @@ class Worker(threaded.Server):
             for name in ("commands", "internal_errors", "preauth_refusals", "work_refusals"):
                 self.state.figures.set(self.slot, "live_" + name,
                                        sum(getattr(client, name) for client in clients))
+            self.state.tell_clients()
 
     def run(self, conn, call) -> None:
         self.state.row_add("running", 1)
@@ -484,6 +511,7 @@ class Server:
             log.error("worker %d died holding the keyspace lock; stopping the server", slot)
             self.stop()
         commons.names.left_with(slot)
+        commons.clients.left_with(slot)
         for _ in range(figures.get(slot, "connected")):
             commons.client_slots.release()
         if figures.get(slot, "turn"):

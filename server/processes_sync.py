@@ -376,6 +376,29 @@ class HostedSettings:
         return dict(self.values)
 
 
+class HostedClients:
+    """CLIENT LIST's lines of every worker's clients, as each worker last told."""
+
+    def __init__(self) -> None:
+        self._lines: dict[int, dict[int, bytes]] = {}   # slot -> client id -> line
+
+    def put(self, slot: int, client_id: int, line: bytes) -> None:
+        self._lines.setdefault(slot, {})[client_id] = line
+
+    def drop(self, slot: int, client_id: int) -> None:
+        self._lines.get(slot, {}).pop(client_id, None)
+
+    def refresh(self, slot: int, lines: dict[int, bytes]) -> None:
+        self._lines[slot] = lines
+
+    def others(self, slot: int) -> list[tuple[int, bytes]]:
+        return [line for other, lines in self._lines.items() if other != slot
+                for line in lines.items()]
+
+    def left_with(self, slot: int) -> None:
+        self._lines.pop(slot, None)
+
+
 class Hosted:
     """The host's objects, made once in the host process (Host's initializer)."""
     keyspace: Keyspace
@@ -383,6 +406,7 @@ class Hosted:
     ledger: HostedLedger
     names: HostedNames
     settings: HostedSettings
+    clients: HostedClients
 
     @classmethod
     def make(cls, pool_size: int) -> None:
@@ -393,6 +417,7 @@ class Hosted:
         cls.ledger = HostedLedger(pool_size)
         cls.names = HostedNames()
         cls.settings = HostedSettings()
+        cls.clients = HostedClients()
 
 
 def _proxy_type(name: str, cls: type, extra: tuple[str, ...] = ()) -> type[BaseProxy]:
@@ -416,6 +441,7 @@ for _name, _cls, _extra in (("keyspace", Keyspace, ("clock",)),
                             ("waiters", HostedWaiters, ("__len__",)),
                             ("ledger", HostedLedger, ()),
                             ("names", HostedNames, ()),
-                            ("settings", HostedSettings, ())):
+                            ("settings", HostedSettings, ()),
+                            ("clients", HostedClients, ())):
     Host.register(_name, callable=lambda name=_name: getattr(Hosted, name),
                   proxytype=_proxy_type(f"{_cls.__name__}Proxy", _cls, _extra))

@@ -120,8 +120,8 @@ class ResizableSemaphore:
             while change > 0 and self._debt:
                 self._debt -= 1
                 change -= 1
-            if change > 0:
-                self._semaphore.release(change)
+            for _ in range(max(change, 0)):   # one by one: multiprocessing's release takes no n
+                self._semaphore.release()
             while change < 0 and self._semaphore.acquire(False):   # threading: blocking; mp: block
                 change += 1
             self._debt += -change if change < 0 else 0

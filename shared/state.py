@@ -164,6 +164,14 @@ class ServerState:
         """Commands running now; `asking` (the client running INFO) is not counted."""
         return sum(1 for c in list(self.clients.values()) if c.running and c is not asking)
 
+    def client_lines(self) -> list[tuple[int, bytes]]:
+        """CLIENT LIST's lines, each with its client's id."""
+        return [(c.id, c.describe()) for c in list(self.clients.values())]
+
+    def client_changed(self, client: Client) -> None:
+        """A client's name or library changed: a model whose clients live in several
+        processes tells the others here."""
+
 
 @dataclass
 class Transaction:

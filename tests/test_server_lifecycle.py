@@ -145,7 +145,10 @@ def test_info_sections_and_playground_fields(serve, model):
         text = client.call("INFO").decode()
         for header in ("# Server", "# Clients", "# Stats", "# Keyspace", "# Playground"):
             assert header in text
-        assert info_field(client, "model") == model
+        name, _, loop = model.partition("+")
+        assert info_field(client, "model") == name
+        if loop:
+            assert info_field(client, "event_loop") == loop
         assert info_field(client, "pool_size") == 7
         assert info_field(client, "sync") == "striped"
         assert info_field(client, "total_commands_processed") >= 2
@@ -164,13 +167,15 @@ def test_command_count_docs_and_info(serve, model):
 
 
 def test_contend_serve_and_python_dash_m_contend_server_are_the_same_server(model):
+    name, _, loop = model.partition("+")
+    flags = ["--model", name, *(["--loop", loop] if loop else [])]
     for command in ([*CONTEND, "serve"], [sys.executable, "-m", "contend.server"]):
-        process = subprocess.Popen([*command, "--model", model, "--port", "0"], cwd=ROOT,
+        process = subprocess.Popen([*command, *flags, "--port", "0"], cwd=ROOT,
                                    stdout=subprocess.PIPE, text=True)
         try:
             line = process.stdout.readline()
             assert BANNER.search(line), line
-            assert f"contend {model} server" in line
+            assert f"contend {name} server" in line
         finally:
             process.send_signal(signal.SIGTERM)
             assert process.wait(10) == 0

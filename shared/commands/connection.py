@@ -108,6 +108,7 @@ def client_setname(client, name: bytes) -> None:
     if not _NAME_OK.fullmatch(name):
         raise ReplyError("ERR Client names cannot contain spaces, newlines or special characters.")
     client.name = name
+    client.server.client_changed(client)
 
 
 @command("client", -2, "connection")
@@ -135,13 +136,14 @@ def client_(client, argv):
             raise ReplyError(f"ERR {attribute.decode()} cannot contain spaces, newlines or "
                              "special characters.")
         setattr(client, "lib_name" if attribute == b"lib-name" else "lib_ver", value)
+        client.server.client_changed(client)
         return "OK"
     # Text for a person: a verbatim string in RESP3, a bulk string in RESP2, as in Redis.
     if sub == b"info":
         return Verbatim(client.describe() + b"\n")
     if sub == b"list":
-        clients = sorted(client.server.clients.values(), key=lambda c: c.id)
-        return Verbatim(b"".join(c.describe() + b"\n" for c in clients))
+        lines = sorted(client.server.client_lines())
+        return Verbatim(b"".join(line + b"\n" for _, line in lines))
     return [b"CLIENT <subcommand> [<arg> ...]. Subcommands are:",
             b"ID", b"GETNAME", b"INFO", b"SETNAME <name>", b"SETINFO <LIB-NAME|LIB-VER> <value>",
             b"LIST", b"HELP"]
