@@ -9,6 +9,9 @@
     asyncio_server.py an asyncio.Protocol per connection, a task only while its command waits;
                       asyncio.Lock, Condition, Semaphore, Barrier and Event; asyncio's loop or
                       uvloop's (asyncio_sync.py holds the helpers)
+    processes.py      N worker processes, each the threads model on multiprocessing's locks,
+                      Condition and Semaphore; the keyspace in a manager process they all
+                      call (processes_sync.py holds the shared pieces)
 
 Each model module has a `Server(config)` with `listen()`, `serve_forever()` and
 a `stop()` that any thread or signal handler may call.
