@@ -70,6 +70,7 @@ log = logging.getLogger("contend.processes")
 
 TURN_LOOK = 0.5      # seconds a worker waits for its turn at the door before looking up
 PUBLISH_EVERY = 0.1  # seconds between a worker's updates of its live clients' counts
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 GRACE = threaded.GRACE + 1.0   # seconds workers get to stop before they are killed
 
 
@@ -419,8 +420,10 @@ def _work(config, commons: Commons, slot: int, listener: socket.socket) -> None:
     """A worker process's life."""
     _die_with_parent()
     worker = Worker(config, commons, slot, listener)
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: worker.stop())
+    # Blocked since the fork (Server._start): one that came meanwhile is delivered now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     worker.serve_forever()
 
 
@@ -443,6 +446,7 @@ class Server:
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)   # a signal handler must never block on it
         self.processes: list = []
+        self._turn_unseen = 0   # looks in a row that found no turn (_look_for_the_turn)
 
     def listen(self) -> None:
         # The host first: forked before the listening socket exists, it holds no copy of it.
@@ -461,19 +465,47 @@ class Server:
             self.commons.figures.set(slot, name, 0)
         process = CONTEXT.Process(target=_work, name=f"contend-worker-{slot}",
                                   args=(self.config, self.commons, slot, self.listener))
-        process.start()
+        # Until the worker has its own handlers, a SIGTERM would run the supervisor's
+        # (copied by the fork) and be lost: the child starts with them blocked.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return process
 
     def serve_forever(self) -> None:
         while not self.stopping.is_set():
             sentinels = {process.sentinel: slot for slot, process in enumerate(self.processes)}
-            for ready in wait_for_any([*sentinels, self._wake_reader]):
-                if ready is self._wake_reader:
+            ready = wait_for_any([*sentinels, self._wake_reader], timeout=TURN_LOOK)
+            for one in ready:
+                if one is self._wake_reader:
                     with suppress(BlockingIOError):
                         self._wake_reader.recv(4096)
                 elif not self.stopping.is_set():
-                    self._replace(sentinels[ready])
+                    self._replace(sentinels[one])
+            if not ready:
+                self._look_for_the_turn()
         self._finish()
+
+    def _look_for_the_turn(self) -> None:
+        """Put a new turn in play if a client waits and the turn is nowhere, twice running.
+
+        A worker SIGKILLed between taking the turn and raising its flag (or lowering the
+        flag and passing the turn on) takes the turn with it, and nobody would accept
+        again. A live worker is in such a gap for a few instructions, never for two looks
+        TURN_LOOK apart."""
+        commons = self.commons
+        visible = (any(turn.get_value() for turn in commons.turns)
+                   or any(commons.figures.get(slot, "turn") for slot in range(self.workers)))
+        if visible or not wait_for_any([self.listener], timeout=0):
+            self._turn_unseen = 0
+            return
+        self._turn_unseen += 1
+        if self._turn_unseen >= 2:
+            log.warning("the accept turn was lost with a dead worker; putting a new one in play")
+            commons.turns[0].release()
+            self._turn_unseen = 0
 
     def _replace(self, slot: int) -> None:
         dead = self.processes[slot]
@@ -481,7 +513,8 @@ class Server:
         log.warning("worker %d (pid %s) ended with exit code %s; freeing what its clients "
                     "held and starting another", slot, dead.pid, dead.exitcode)
         self._bury(slot)
-        self.processes[slot] = self._start(slot)
+        if not self.stopping.is_set():
+            self.processes[slot] = self._start(slot)
 
     def _bury(self, slot: int) -> None:
         """Free what a dead worker's clients held: leases, list waiters and the items a push
