@@ -15,13 +15,15 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import sys
 import time
 from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from contend.server.processes import GRACE
+from contend.server.processes import GRACE, Commons, Server
+from contend.shared.config import Config
 from contend.shared.resp import encode_command
 from tests.helpers import as_dict, info_field, run_together, wait_until
 
@@ -387,3 +389,37 @@ def test_sigterm_just_after_the_banner_stops_the_workers_without_killing_them(se
     started = time.monotonic()
     assert server.stop(signal.SIGTERM, timeout=GRACE + 10) == 0
     assert time.monotonic() - started < GRACE
+
+
+# -- the door's turn, lost with a worker killed between two of its steps -------------
+
+def test_a_turn_lost_with_a_dead_worker_is_put_back_in_play():
+    """The supervisor's look for the turn, on real shared semaphores and a real socket:
+    the turn taken as a worker killed in the gap would take it (no flag raised), a client
+    waiting at the door, and no worker at all. The first look only counts; the second
+    puts a new turn in play; with the turn in sight, or nobody waiting, it does nothing."""
+    config = Config(model="processes", workers=2)
+    server = Server(config)
+    server.commons = Commons(config, server.workers)
+    server.listener = socket.create_server(("127.0.0.1", 0))
+    with server.listener, socket.socket() as knocking:
+        try:
+            turns = server.commons.turns
+            server._look_for_the_turn()
+            assert turns[0].get_value() == 1    # nobody waits: the turn stays where it is
+            assert turns[0].acquire(timeout=1)  # a worker takes it ... and dies, flag down
+            server._look_for_the_turn()
+            server._look_for_the_turn()
+            assert not any(turn.get_value() for turn in turns)   # nobody waits: none made
+            knocking.connect(server.listener.getsockname())
+            server.commons.figures.set(1, "turn", 1)   # in sight: a live worker holds it
+            server._look_for_the_turn()
+            server._look_for_the_turn()
+            assert not any(turn.get_value() for turn in turns)
+            server.commons.figures.set(1, "turn", 0)   # now nowhere, and a client waits
+            server._look_for_the_turn()
+            assert not any(turn.get_value() for turn in turns)   # once could be a gap
+            server._look_for_the_turn()
+            assert turns[0].get_value() == 1
+        finally:
+            server.commons.close()
