@@ -20,6 +20,12 @@ the load client is Python too and the processes driver wants both CPUs, and
 on a machine that others share, whatever else is pinned there competes for
 the same core (docs/benchmarks.md, "Which driver, pinned or not").
 
+`--python PATH`, given once or more, runs the contend servers on those
+interpreters (redis-server runs once): the server dimension becomes models x
+interpreters, and each cell says whether its server's GIL was on.
+
+    contend bench --models threads --python python3.11 --python python3.13t
+
 Exit status: 0 when every cell ran and every invariant held, 1 when a cell
 failed or an invariant broke (the table and files are written all the same),
 2 for usage errors.
@@ -51,10 +57,12 @@ from contend.client.redis_baseline import redis_benchmark
 from contend.client.scenarios import SCENARIOS
 from contend.client.servers import (
     client_on_cpu,
+    find_interpreters,
     on_cpu,
     raise_open_files_limit,
     start_contend,
     start_redis,
+    worth_naming,
 )
 
 DEFAULT_CLIENTS = "1,10,100,1000"
@@ -77,6 +85,8 @@ class Cell:
     clients: int
     server: str                  # a contend model, or "redis" for redis-server
     driver: str
+    python: str = ""             # the contend server's interpreter, by its label ("3.13t")
+    gil: str = ""                # "on" or "off" in that server after the load, as INFO said
     ops: int = 0
     errors: int = 0
     duration_s: float = 0.0      # from the start line to the last reply
@@ -143,11 +153,16 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write no PNG charts")
     parser.add_argument("--pin", action="store_true",
                         help="run servers on CPU 1, the load client and redis-benchmark on CPU 0")
+    parser.add_argument("--python", metavar="PATH", action="append",
+                        help="run the contend servers on this interpreter; again for another, "
+                             "to compare (--python python3.11 --python python3.13t; default: "
+                             "this one)")
 
 
 def plan_matrix(options) -> list[Cell]:
-    """Every cell to run, in order: scenario, then client count, then server. Raises
-    ValueError for a model or scenario that does not exist."""
+    """Every cell to run, in order: scenario, then client count, then server (each model on
+    each of options.pythons, then redis). Raises ValueError for a model or scenario that
+    does not exist."""
     from contend.server import MODEL_MODULES
     models, scenarios = comma_list(options.models), comma_list(options.scenarios)
     unknown = [m for m in models if m not in MODEL_MODULES]
@@ -167,10 +182,21 @@ def plan_matrix(options) -> list[Cell]:
         raise ValueError("--requests and --duration must be positive")
     cells = []
     for scenario in scenarios:
-        servers = [*models, REDIS] if options.redis_server and scenario in REDIS_TESTS else models
+        with_redis = options.redis_server and scenario in REDIS_TESTS
         for clients in options.clients:
-            cells += [Cell(scenario, clients, server, options.driver) for server in servers]
+            cells += [Cell(scenario, clients, model, options.driver, python=python)
+                      for model in models for python in options.pythons]
+            if with_redis:
+                cells.append(Cell(scenario, clients, REDIS, options.driver))
     return cells
+
+
+def server_names(cells: list[Cell]) -> list[str]:
+    """Each cell's server as the tables and charts name it: the model, and its Python too
+    ("threads 3.13t") when some server ran on another than contend's own."""
+    by_python = worth_naming(cell.python for cell in cells)
+    return [f"{cell.server} {cell.python}" if by_python and cell.python else cell.server
+            for cell in cells]
 
 
 def run_cell(cell: Cell, options) -> None:
@@ -181,7 +207,8 @@ def run_cell(cell: Cell, options) -> None:
         if cell.server == REDIS:
             server = start_redis("--maxclients", "10000", preexec_fn=server_cpu)
         else:
-            server = start_contend(cell.server, preexec_fn=server_cpu)
+            server = start_contend(cell.server, preexec_fn=server_cpu,
+                                   python=options.pythons[cell.python].path)
     except (OSError, RuntimeError) as problem:
         cell.problem = f"server did not start: {problem}"
         return
@@ -202,6 +229,11 @@ def run_cell(cell: Cell, options) -> None:
             setattr(cell, f"{name}_ms", round(result.latency_ms[name], 3))
         cell.invariant_holds = result.invariant["holds"]
         cell.invariant = result.invariant["detail"]
+        if cell.server != REDIS:
+            try:
+                cell.gil = server.gil()
+            except OSError as problem:
+                cell.problem = f"INFO after the load: {problem}"
         if options.redis_benchmark and cell.scenario in REDIS_TESTS:
             # As many requests as ours made (ten a client at least), but no more than
             # REDIS_BENCHMARK_REQUESTS: where it is much slower than ours it would run on.
@@ -234,17 +266,20 @@ def render(cells: list[Cell], console: Console, title: str) -> None:
     table = Table(title=title)
     has_redis = any(c.x_redis is not None for c in cells)
     has_rb = any(c.redis_benchmark_rps is not None for c in cells)
-    columns = ["scenario", "clients", "server", "ops/s", *(["x redis"] if has_redis else []),
+    by_python = worth_naming(c.python for c in cells)
+    which = ["scenario", "clients", "server", *(["python", "gil"] if by_python else [])]
+    columns = [*which, "ops/s", *(["x redis"] if has_redis else []),
                "p50 ms", "p99 ms", *(["r-b ops/s", "r-b p99"] if has_rb else []),
                "errors", "invariant"]
     for column in columns:
-        table.add_column(column, justify="left" if column in ("scenario", "server", "invariant")
-                         else "right", overflow="fold")
+        left = column in ("scenario", "server", "python", "gil", "invariant")
+        table.add_column(column, justify="left" if left else "right", overflow="fold")
     for i, cell in enumerate(cells):
         last_of_scenario = i + 1 == len(cells) or cells[i + 1].scenario != cell.scenario
-        row = [cell.scenario, str(cell.clients), cell.server]
+        row = [cell.scenario, str(cell.clients), cell.server,
+               *([cell.python, cell.gil] if by_python else [])]
         if cell.problem and cell.invariant_holds is None:
-            row += [""] * (len(columns) - 4) + [f"[red]{escape(cell.problem)}[/]"]
+            row += [""] * (len(columns) - len(which) - 1) + [f"[red]{escape(cell.problem)}[/]"]
             table.add_row(*row, end_section=last_of_scenario)
             continue
         row.append(f"{cell.ops_per_sec:,.0f}")
@@ -265,19 +300,23 @@ def render(cells: list[Cell], console: Console, title: str) -> None:
 
 def markdown(cells: list[Cell]) -> str:
     """The same table for docs/benchmarks.md."""
-    lines = ["| scenario | clients | server | ops/s | x redis | p50 ms | p99 ms | "
-             "redis-benchmark ops/s | its p99 ms | errors | invariant |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    by_python = worth_naming(c.python for c in cells)
+    lines = [f"| scenario | clients | server |{' python | gil |' if by_python else ''} ops/s | "
+             "x redis | p50 ms | p99 ms | redis-benchmark ops/s | its p99 ms | errors | "
+             "invariant |",
+             f"|---|---:|---|{'---|---|' if by_python else ''}"
+             "---:|---:|---:|---:|---:|---:|---:|---|"]
     for c in cells:
+        server = f"{c.server} | {c.python} | {c.gil}" if by_python else c.server
         if c.invariant_holds is None:
-            lines.append(f"| {c.scenario} | {c.clients} | {c.server} | | | | | | | | "
+            lines.append(f"| {c.scenario} | {c.clients} | {server} | | | | | | | | "
                          f"failed: {c.problem} |")
             continue
         x = "" if c.x_redis is None else f"{c.x_redis:.2f}"
         rb = ("", "") if c.redis_benchmark_rps is None else (
             f"{c.redis_benchmark_rps:,.0f}", f"{c.redis_benchmark_p99_ms:.2f}")
         verdict = "holds" if c.invariant_holds else f"**{c.invariant}**"
-        lines.append(f"| {c.scenario} | {c.clients} | {c.server} | {c.ops_per_sec:,.0f} | {x} | "
+        lines.append(f"| {c.scenario} | {c.clients} | {server} | {c.ops_per_sec:,.0f} | {x} | "
                      f"{c.p50_ms:.2f} | {c.p99_ms:.2f} | {rb[0]} | {rb[1]} | {c.errors} | "
                      f"{verdict}{' (' + c.problem + ')' if c.problem else ''} |")
     return "\n".join(lines)
@@ -291,10 +330,11 @@ def milliseconds(value: float) -> str:
 def glance_markdown(cells: list[Cell]) -> str:
     """The matrix at a glance: a row per scenario and client count, a column per server,
     each cell "ops/s (p99 ms)"."""
-    servers = list(dict.fromkeys(c.server for c in cells))
+    names = server_names(cells)
+    servers = list(dict.fromkeys(names))
     lines = [f"| scenario | clients | {' | '.join(servers)} |",
              f"|---|---:|{'---:|' * len(servers)}"]
-    found = {(c.scenario, c.clients, c.server): c for c in cells}
+    found = {(c.scenario, c.clients, name): c for c, name in zip(cells, names, strict=True)}
     for scenario, clients in dict.fromkeys((c.scenario, c.clients) for c in cells):
         row = []
         for server in servers:
@@ -356,7 +396,8 @@ def draw_charts(pyplot, cells: list[Cell], about: dict, out: Path) -> list[Path]
     """One PNG per chart, a panel per scenario, a line per server, clients on a log axis."""
     from matplotlib import ticker
     scenarios = list(dict.fromkeys(c.scenario for c in cells))
-    servers = list(dict.fromkeys(c.server for c in cells))
+    names = server_names(cells)
+    servers = list(dict.fromkeys(names))
     palette = pyplot.get_cmap("tab10")
     style = {server: dict(color=palette(i), marker="o") for i, server in
              enumerate(s for s in servers if s != REDIS)}
@@ -371,8 +412,9 @@ def draw_charts(pyplot, cells: list[Cell], about: dict, out: Path) -> list[Path]
         flat = list(axes.flat)
         for panel, scenario in zip(flat, scenarios, strict=False):
             for server in servers:
-                points = sorted((c.clients, getattr(c, field)) for c in cells
-                                if c.scenario == scenario and c.server == server
+                points = sorted((c.clients, getattr(c, field))
+                                for c, name in zip(cells, names, strict=True)
+                                if c.scenario == scenario and name == server
                                 and c.invariant_holds is not None and getattr(c, field) > 0)
                 if points:
                     panel.plot(*zip(*points, strict=True), label=server, linewidth=1.6,
@@ -423,9 +465,15 @@ def describe(options, cells: list[Cell], limits: tuple[int, int]) -> dict:
     if any(c.server == REDIS for c in cells):
         version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
         redis_version = f", redis-server {version.stdout.split()[2].removeprefix('v=')}"
-    summary = (f"Python {platform.python_version()}{redis_version}, {platform.machine()}, "
+    python = f"Python {platform.python_version()}"
+    if worth_naming(options.pythons):   # the servers' Pythons are not (only) this one
+        python = f"servers on Python {', '.join(options.pythons)}, load client on {python}"
+    summary = (f"{python}{redis_version}, {platform.machine()}, "
                f"{os.cpu_count()} CPUs, {amount}, {options.driver} driver, {pinned}")
-    return {"summary": summary, "python": platform.python_version(), "machine": platform.machine(),
+    return {"summary": summary, "python": platform.python_version(),
+            "servers_python": {label: interpreter.path
+                               for label, interpreter in options.pythons.items()},
+            "machine": platform.machine(),
             "cpus": os.cpu_count(), "driver": options.driver, "duration_s": options.duration,
             "requests_per_client": options.requests, "pinned": options.pin,
             "open_files": limits[0], "load_average_before": os.getloadavg()[0],
@@ -441,6 +489,8 @@ def reproduce(options) -> str:
                else ["--duration", f"{options.duration:g}"]), "--driver", options.driver]
     flags = {"--no-redis": not options.redis, "--pin": options.pin}
     words += [flag for flag, on in flags.items() if on]
+    for path in options.python or ():
+        words += ["--python", path]
     return " ".join(words)
 
 
@@ -456,9 +506,10 @@ def main(options) -> int:
     options.redis_server = options.redis and shutil.which("redis-server") is not None
     options.redis_benchmark = options.redis and shutil.which("redis-benchmark") is not None
     try:
+        options.pythons = {python.label: python for python in find_interpreters(options.python)}
         cells = plan_matrix(options)
     except ValueError as problem:
-        err.print(f"contend bench: {problem}")
+        err.print(f"contend bench: {problem}", markup=False, highlight=False, soft_wrap=True)
         return 2
     pyplot = import_pyplot() if options.charts else None
     if options.charts and pyplot is None:
@@ -521,8 +572,8 @@ def main(options) -> int:
 
 def run_cells(cells: list[Cell], options, console: Console, err: Console) -> None:
     """Each cell in turn, a progress bar over them (a line per cell when not on a terminal)."""
-    def label(cell: Cell) -> str:
-        return f"{cell.server} · {cell.scenario} · {plural(cell.clients, 'client')}"
+    def label(cell: Cell, server: str) -> str:
+        return f"{server} · {cell.scenario} · {plural(cell.clients, 'client')}"
 
     def result(cell: Cell) -> str:
         if cell.invariant_holds is None:
@@ -530,18 +581,19 @@ def run_cells(cells: list[Cell], options, console: Console, err: Console) -> Non
         return (f"{cell.ops_per_sec:,.0f} ops/s, p99 {cell.p99_ms:.2f} ms, {cell.errors} errors"
                 + (f", {cell.problem}" if cell.problem else ""))
 
+    names = server_names(cells)
     if not console.is_terminal:
-        for number, cell in enumerate(cells, 1):
+        for number, (cell, server) in enumerate(zip(cells, names, strict=True), 1):
             run_cell(cell, options)
-            err.print(f"[{number}/{len(cells)}] {label(cell)}: {result(cell)}", markup=False,
-                      highlight=False)
+            err.print(f"[{number}/{len(cells)}] {label(cell, server)}: {result(cell)}",
+                      markup=False, highlight=False)
         return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("cells"), TimeElapsedColumn(), TextColumn("{task.fields[last]}"),
                   console=console) as bar:
         task = bar.add_task("bench", total=len(cells), last="")
-        for cell in cells:
-            bar.update(task, description=label(cell))
+        for cell, server in zip(cells, names, strict=True):
+            bar.update(task, description=label(cell, server))
             run_cell(cell, options)
             bar.update(task, advance=1, last=escape(f"last: {result(cell)}"))
         bar.update(task, description="bench done")

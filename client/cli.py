@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from contend.shared.config import Config, add_serve_arguments
 
@@ -51,8 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def serve_parser() -> argparse.ArgumentParser:
+    """`contend serve` alone: the other commands' modules import C extensions (hdrhistogram)
+    that would turn a free-threaded interpreter's GIL back on for the server."""
+    parser = argparse.ArgumentParser(prog="contend serve", description="run a server")
+    add_serve_arguments(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    options = build_parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["serve"]:
+        options = serve_parser().parse_args(args[1:])
+        options.command = "serve"
+    else:
+        # The clients may run with the GIL: on a free-threaded interpreter, importing
+        # hdrhistogram turns it back on for this process (never a server's), and says so.
+        warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                message="The global interpreter lock")
+        options = build_parser().parse_args(args)
     if options.command == "serve":
         from contend import server  # the CLI imports a server only to run one
         return server.serve(Config.from_options(options))

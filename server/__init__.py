@@ -29,6 +29,7 @@ import sys
 import threading
 
 from contend.shared.config import Config, add_serve_arguments
+from contend.shared.info import gil
 
 MODEL_MODULES = {"threads": "contend.server.threads",
                  "trio": "contend.server.trio_server",
@@ -62,7 +63,7 @@ def open_listener(config: Config, stop) -> socket.socket:
 def announce(config: Config) -> None:
     """The one line a person (and the test fixtures) read to find the server."""
     print(f"contend {config.model} server listening on {config.host}:{config.port} "
-          f"(sync={config.sync}, pool-size={config.pool_size})", flush=True)
+          f"(sync={config.sync}, pool-size={config.pool_size}, gil={gil()})", flush=True)
 
 
 def warn_if_exposed(config: Config) -> None:

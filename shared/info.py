@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from contend.shared.state import REDIS_VERSION, VERSION, ServerState
 
 DEFAULT_SECTIONS = ("server", "clients", "stats", "keyspace", "playground")
+
+
+def gil() -> str:
+    """'on', or 'off' on a free-threaded CPython (PEP 703) running without it."""
+    enabled = getattr(sys, "_is_gil_enabled", None)
+    return "on" if enabled is None or enabled() else "off"
 
 
 def render_info(state: ServerState, model_fields: dict, sections: list[str], asking=None) -> bytes:
@@ -39,7 +46,7 @@ def render_info(state: ServerState, model_fields: dict, sections: list[str], ask
         # Redis's counts: a key past its time is counted until it is deleted.
         "keyspace": ([("db0", f"keys={keys},expires={keyspace.expiring()},avg_ttl=0")]
                      if keys else []),
-        "playground": [("model", config.model), ("sync", config.sync),
+        "playground": [("model", config.model), ("gil", gil()), ("sync", config.sync),
                        ("race_window_us", config.race_window_us),
                        ("deadlock_timeout_ms", config.deadlock_timeout_ms),
                        ("deadlocks", state.total("deadlocks")),

@@ -5,6 +5,12 @@ extras, and Debian's redis-server and redis-tools (the reference server and
 the real clients the suite talks to) and docker-compose (which validates
 docker-compose.yml; no Docker engine needed) when they are missing, then runs
 the linters (ruff over the repository, mypy over shared/: tests/lint.py) and pytest.
+
+Then the same suite again on a free-threaded CPython (PEP 703), the GIL off:
+scripts/free-threaded-python.sh finds one or builds it once per machine (about
+ten minutes, cached in /opt/python3.13t); contend and its test extras go into
+it too. `CONTEND_FREE_THREADED=skip` leaves that run out (it is never skipped
+under CI, where a failure to get the interpreter fails the run).
 Arguments go to pytest: `python3 -m tests -m "not slow"` is the fast tier.
 """
 
@@ -44,11 +50,37 @@ def install_tools() -> None:
         subprocess.run(command, check=True, env=env)
 
 
+def free_threaded_python() -> str | None:
+    """The free-threaded interpreter, with contend and its test extras installed in it."""
+    if os.environ.get("CONTEND_FREE_THREADED") == "skip" and not os.environ.get("CI"):
+        return None
+    found = subprocess.run(["bash", "scripts/free-threaded-python.sh"], cwd=ROOT,
+                           stdout=subprocess.PIPE, text=True)
+    if found.returncode != 0:
+        if os.environ.get("CI"):
+            sys.exit("could not get a free-threaded CPython (scripts/free-threaded-python.sh)")
+        print("no free-threaded CPython here: its run is left out", flush=True)
+        return None
+    python = found.stdout.strip()
+    # --prefer-binary: packages with no free-threaded wheel take an older one that has one.
+    run(python, "-m", "pip", "install", "-q", "--prefer-binary", "-e", ".[test]")
+    return python
+
+
 def main(argv: list[str]) -> int:
     install_tools()
-    run(sys.executable, "-m", "pip", "install", "-q", "-e", ".[test]")
+    run(sys.executable, "-m", "pip", "install", "-q", "-e", ".[test,lint]")
+    free_threaded = free_threaded_python()
+    env = dict(os.environ)
+    if free_threaded:
+        env["CONTEND_FREE_THREADED_PYTHON"] = free_threaded
     linted = subprocess.run([sys.executable, "-m", "tests.lint"], cwd=ROOT).returncode
-    tested = subprocess.run([sys.executable, "-m", "pytest", *argv], cwd=ROOT).returncode
+    tested = subprocess.run([sys.executable, "-m", "pytest", *argv], cwd=ROOT, env=env).returncode
+    if free_threaded:
+        print(f"+ the suite again on {free_threaded} (the GIL off)", flush=True)
+        # The editable install above points the free-threaded interpreter's contend here.
+        tested = subprocess.run([free_threaded, "-m", "pytest", *argv], cwd=ROOT,
+                                env=env).returncode or tested
     return tested or linted
 
 

@@ -65,7 +65,7 @@ SLOW_FIXTURES = {"redis_server", "shared_servers", "contend_server", "target", "
 # ...or lives in a module whose every test starts servers or subprocesses...
 SLOW_MODULES = {"test_demo", "test_compose", "test_load", "test_real_clients",
                 "test_server_lifecycle", "test_misbehaving_clients",
-                "test_protocol_robustness", "test_race_lab", "test_seam"}
+                "test_protocol_robustness", "test_race_lab", "test_seam", "test_free_threaded"}
 # ...or is one of these, in modules whose other tests read files or call functions.
 SLOW_TESTS = {"test_bench": {"test_tiny_matrix_writes_table_csv_json_and_charts",
                              "test_without_matplotlib_it_says_how_to_install_and_writes_the_rest"},
