@@ -10,7 +10,20 @@ The conventions (labs/README.md):
   each must exit 0, or with the status its trailing `# exit status N` comment
   names;
 - `<!-- expect: REGEX -->` after a run block must match the block's output
-  (stdout and stderr, every command), `<!-- expect-not: REGEX -->` must not.
+  (stdout and stderr, every command), `<!-- expect-not: REGEX -->` must not;
+- `<!-- needs: free-threaded-python -->` anywhere in a sheet: its commands and
+  servers call a free-threaded CPython (PEP 703, no GIL) by the name
+  `python3.13t`. The test finds one as tests/test_free_threaded.py does
+  ($CONTEND_FREE_THREADED_PYTHON, python3.14t or python3.13t on PATH, the build
+  scripts/free-threaded-python.sh caches in /opt/python3.13t), with this
+  checkout's contend importable, and links it into a directory of its own at the
+  front of PATH as `python3.13t` (the interpreter's own bin directory would bring
+  its `python3` and `contend` along, shadowing the ones with a GIL the sheet
+  compares it with). The sheet is skipped, saying why, when there is none, when
+  this test runs on a free-threaded interpreter itself (its `contend` has no GIL
+  to compare), or on one CPU (where no two threads ever run at once);
+- `<!-- needs: gil -->`: the sheet shows what the GIL does (lab 9), and is
+  skipped when the suite runs on a free-threaded interpreter.
 
 A sheet's servers live until the end of the sheet, like the terminals a
 student leaves open. Commands run in a fresh directory, so files they write
@@ -20,17 +33,21 @@ does from the repository root where students run them.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+import contend
 from contend.client.ping import ping
 from tests.servers import ROOT, free_port
 
@@ -43,6 +60,12 @@ EXIT_STATUS = re.compile(r"\s+#\s*exit status ([\d ,or]+)$")
 SERVER_PORT = re.compile(r"--port\s+(\d+)")
 # Commands that reach a server the sheet started: they must name its port.
 CLIENTS = re.compile(r"\b(redis-cli|redis-benchmark|contend (?:load|ping))\b")
+NEEDS = re.compile(r"<!--\s*needs:\s*(.*?)\s*-->")
+FREE_THREADED = "free-threaded-python"
+GIL = "gil"   # the sheet's observations are the GIL's: left out of a free-threaded run
+KNOWN_NEEDS = {FREE_THREADED, GIL}
+FREE_THREADED_NAME = "python3.13t"   # what a sheet types, whichever one was found
+FREE_THREADED_BUILD = "/opt/python3.13t/bin/python3.13t"   # scripts/free-threaded-python.sh's
 
 
 @dataclass
@@ -107,6 +130,34 @@ def allowed_statuses(command: str) -> tuple[str, set[int]]:
     return command, {int(n) for n in re.findall(r"\d+", found.group(1))}
 
 
+@functools.cache
+def free_threaded_python() -> tuple[str | None, str]:
+    """A free-threaded CPython that imports this checkout's contend, or None and why not."""
+    ours = str(Path(contend.__file__).resolve())
+    reason = ("no free-threaded CPython (scripts/free-threaded-python.sh finds or builds one; "
+              "then `python3.13t -m pip install -e .`)")
+    for candidate in (os.environ.get("CONTEND_FREE_THREADED_PYTHON"), shutil.which("python3.14t"),
+                      shutil.which("python3.13t"), FREE_THREADED_BUILD):
+        if not candidate or not os.path.exists(candidate):
+            continue
+        check = subprocess.run(
+            [candidate, "-c", "import sysconfig, contend.server, pathlib; "
+             "assert sysconfig.get_config_var('Py_GIL_DISABLED'); "
+             "print(pathlib.Path(contend.__file__).resolve())"], capture_output=True, text=True)
+        if check.returncode != 0:
+            continue
+        if check.stdout.strip() != ours:
+            reason = (f"{candidate} imports contend from {check.stdout.strip()}, not {ours} "
+                      "(`pip install -e .` with it)")
+            continue
+        return candidate, ""
+    return None, reason
+
+
+def cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class Sheet:
     """One sheet's servers, on free ports, and the rewrite from its ports to theirs."""
 
@@ -120,6 +171,26 @@ class Sheet:
         bindir = str(Path(sys.executable).parent)
         self.env = {**os.environ, "COLUMNS": "120",
                     "PATH": bindir + os.pathsep + os.environ["PATH"]}
+
+    def provide(self, needs: list[str]) -> None:
+        """What the sheet says it needs (<!-- needs: ... -->), or skip it, saying why."""
+        if GIL in needs and sysconfig.get_config_var("Py_GIL_DISABLED"):
+            pytest.skip(f"{self.path.name} shows what the GIL does; this run has none")
+        if FREE_THREADED in needs:
+            if sysconfig.get_config_var("Py_GIL_DISABLED"):
+                pytest.skip(f"{self.path.name} compares `contend` with a GIL against "
+                            f"{FREE_THREADED_NAME}; this run's interpreter is free-threaded itself")
+            if cpus() < 2:
+                pytest.skip(f"{self.path.name}: one CPU, so no two threads ever run at once")
+            python, reason = free_threaded_python()
+            if python is None:
+                pytest.skip(f"{self.path.name}: {reason}")
+            # Only the one name: the interpreter's own bin directory has a `python3` and a
+            # `contend` too, which would take the place of the ones with a GIL.
+            bindir = self.workdir / "free-threaded-bin"
+            bindir.mkdir()
+            (bindir / FREE_THREADED_NAME).symlink_to(python)
+            self.env["PATH"] = str(bindir) + os.pathsep + self.env["PATH"]
 
     def localise(self, command: str) -> str:
         if not self.ports:
@@ -204,6 +275,8 @@ def test_there_is_a_sheet_per_lesson_and_each_has_every_section():
         runs = [block for block in blocks if block.kind == "run"]
         assert runs and all(block.expect for block in runs), \
             f"{path.name}: every run block states what it shows (<!-- expect: ... -->)"
+        unknown = set(NEEDS.findall(text)) - KNOWN_NEEDS
+        assert not unknown, f"{path.name}: needs what the test cannot provide: {unknown}"
 
 
 def test_every_lab_links_to_code_that_exists():
@@ -229,8 +302,10 @@ def test_the_lab_index_lists_every_sheet():
 
 @pytest.mark.parametrize("path", SHEETS, ids=[path.stem for path in SHEETS])
 def test_lab_sheet_runs_as_written(path, tmp_path):
-    blocks, _ = parse_sheet(path.read_text())
+    text = path.read_text()
+    blocks, _ = parse_sheet(text)
     sheet = Sheet(path, tmp_path)
+    sheet.provide(NEEDS.findall(text))
     try:
         for block in blocks:
             if block.kind == "server":

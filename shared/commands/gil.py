@@ -8,13 +8,18 @@ from contend.shared.effects import Sleep
 from contend.shared.resp import ReplyError
 
 ITERATIONS_PER_UNIT = 1000
+CHECKSUM_BITS = 32
 
 
 def work(units: int) -> int:
     """Fixed pure-Python CPU work; the checksum proves it was all done."""
+    # The mask is made here, not written as 0xFFFFFFFF: a constant that large is one object
+    # every thread shares, and on free-threaded 3.13 each pass of each thread changes its
+    # reference count, so two WORKs took turns with no GIL at all (lab 12).
+    mask = (1 << CHECKSUM_BITS) - 1
     checksum = 0
     for i in range(units * ITERATIONS_PER_UNIT):
-        checksum = (checksum * 31 + i) & 0xFFFFFFFF
+        checksum = (checksum * 31 + i) & mask
     return checksum
 
 
