@@ -5,13 +5,16 @@ which `python3 -m tests` installs) validates the file and does the variable
 interpolation; then each service's command runs here, as a local process,
 with the service names pointing at 127.0.0.1 and each server's port 7070
 moved to a free loopback port: the servers, their healthchecks, the load
-service against every target, and the bench service.
+service against every target, and the bench service. The password has a `"`
+and a `$(...)` in it, so a setting pasted into a shell string fails here.
+tests/test_compose_engine.py runs the same file in a real Docker engine.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -26,7 +29,10 @@ from contend.server import MODEL_MODULES
 from tests.servers import CONTEND, ROOT, free_port
 
 COMPOSE_PORT = "7070"   # every server listens on it inside its own container
-PASSWORD = "classroom-secret"
+# A shell would end the string at the `"` and run the `$(...)`: settings must reach
+# a service's script through its environment, never pasted into it.
+PASSWORD = 'class "room" $(exit 7) secret'
+COMPOSE_DOCS = [ROOT / "docker-compose.yml", ROOT / "labs" / "README.md", ROOT / "README.md"]
 # Every model built so far needs its service (a new model fails here until it has one).
 SERVERS = [*MODEL_MODULES, "redis"]
 
@@ -43,7 +49,7 @@ def docker_compose(*args: str, env: dict | None = None) -> subprocess.CompletedP
 
 def resolved_config(**env: str) -> dict:
     """The compose file as docker-compose itself reads it, variables substituted."""
-    done = docker_compose("--profile", "bench", "config", env=env)
+    done = docker_compose("--profile", "bench", "--profile", "load", "config", env=env)
     assert done.returncode == 0, done.stderr
     return yaml.safe_load(done.stdout)
 
@@ -59,8 +65,88 @@ def dockerfile_entrypoint() -> list[str]:
 
 def test_docker_compose_config_accepts_the_file():
     for env in ({}, {"CONTEND_PASSWORD": PASSWORD, "TARGET": "trio", "CONTEND_SYNC": "off"}):
-        done = docker_compose("--profile", "bench", "config", "-q", env=env)
+        done = docker_compose("--profile", "bench", "--profile", "load", "config", "-q", env=env)
         assert done.returncode == 0, done.stderr
+
+
+def test_up_with_no_profile_starts_only_the_servers():
+    """`docker compose up -d` is the servers; load and bench run when asked for.
+    (docker-compose 1.29's `config --services` lists every profile's services, so the
+    engine tier checks what `up -d` really starts.)"""
+    services = resolved_config()["services"]
+    assert not any(services[name].get("profiles") for name in SERVERS)
+    assert services["load"]["profiles"] == ["load"]
+    assert services["bench"]["profiles"] == ["bench"]
+
+
+def test_one_service_builds_the_image_the_others_run():
+    services = resolved_config()["services"]
+    contend = [name for name, spec in services.items() if spec["image"] == "contend:latest"]
+    assert sorted(contend) == sorted([*MODEL_MODULES, "load", "bench"])
+    assert [name for name in services if "build" in services[name]] == ["threads"]
+    # The builder keeps the default policy (build when missing); the rest wait for it.
+    assert "pull_policy" not in services["threads"]
+    for name in contend:
+        if name != "threads":
+            assert services[name]["pull_policy"] == "never", name
+
+
+def test_healthchecks_are_a_raw_ping_not_a_whole_contend_process():
+    services = resolved_config(CONTEND_PASSWORD=PASSWORD)["services"]
+    for model in MODEL_MODULES:
+        healthcheck = services[model]["healthcheck"]
+        assert healthcheck["test"][:3] == ["CMD", "python3", "-c"], model
+        assert "contend" not in " ".join(healthcheck["test"]), model
+        assert healthcheck["interval"] in ("5s", "10s"), model
+    assert services["redis"]["healthcheck"]["test"][0] == "CMD-SHELL"
+
+
+def test_settings_reach_shell_scripts_through_the_environment_only():
+    """No setting is pasted into a shell string: a `"` or a `$(...)` in it stays data."""
+    marker = 'pw"$(touch hacked)'
+    services = resolved_config(CONTEND_PASSWORD=marker, TARGET="trio", SCENARIO="bank",
+                               CLIENTS="3", DURATION="4242", PREFIX="mine")["services"]
+    for name, spec in services.items():
+        shells = [*spec.get("command", [])] if spec.get("entrypoint") == ["sh", "-c"] else []
+        test = spec.get("healthcheck", {}).get("test", [])
+        shells += test[1:] if test[:1] == ["CMD-SHELL"] else []
+        for script in shells:
+            assert "pw" not in script and "hacked" not in script, (name, script)
+            for value in ("bank", "mine", "4242") + (("trio",) if name == "load" else ()):
+                assert not re.search(rf"\b{value}\b", script), (name, value, script)
+
+
+def test_each_load_replica_has_its_own_key_prefix():
+    """Replicas sharing keys would reset and move each other's money: `bank` fails."""
+    script = resolved_config()["services"]["load"]["command"][0]
+    assert '--prefix "$${PREFIX:-$$HOSTNAME}"' in script
+
+
+def test_redis_turns_protected_mode_off_itself():
+    command = resolved_config(CONTEND_PASSWORD=PASSWORD)["services"]["redis"]["command"]
+    assert command[command.index("--protected-mode") + 1] == "no"
+    assert command[command.index("--requirepass") + 1] == PASSWORD.replace("$", "$$")
+
+
+def test_documented_client_runs_pass_their_exit_status_through():
+    """`docker compose up` exits 0 whatever its containers did, unless told otherwise."""
+    for document in COMPOSE_DOCS:
+        runs = []
+        for line in document.read_text().splitlines():
+            command = line.lstrip("# ").split("#")[0]
+            if re.match(r"(\w+=\S+ )*docker compose .*\bup\b.* (load|bench)\s*$", command):
+                runs.append(command)
+        assert runs, f"{document} shows no client run"
+        for command in runs:
+            # A scaled run has many exit statuses: the document reads them with `ps -a`.
+            assert "--exit-code-from" in command or "--scale" in command, (document, command)
+            # docker-compose 1.29 knows a service for --exit-code-from only if its
+            # profile is on; naming the service (`up load`) is not enough there.
+            chosen = re.search(r"--exit-code-from (\w+)", command)
+            if chosen:
+                assert f"--profile {chosen[1]} " in command, (document, command)
+        if any("--scale" in command for command in runs):
+            assert "docker compose ps -a load" in document.read_text(), document
 
 
 def test_every_model_has_a_service_and_clients_wait_for_healthy_servers():
@@ -70,7 +156,6 @@ def test_every_model_has_a_service_and_clients_wait_for_healthy_servers():
     for model in MODEL_MODULES:
         command = services[model]["command"]
         assert command[:3] == ["serve", "--model", model] and "0.0.0.0" in command
-        assert "contend" in services[model]["healthcheck"]["test"]
     for client in ("load", "bench"):
         assert services[client]["depends_on"] == {
             name: {"condition": "service_healthy"} for name in SERVERS}
@@ -125,12 +210,14 @@ class LocalCompose:
             argv += ["--bind", "127.0.0.1"]
         return argv
 
-    def environment(self, service: str) -> dict:
+    def environment(self, service: str, **extra: str) -> dict:
         # A service's shell string says `contend`: found beside this interpreter, not on a
         # PATH that only an activated venv would set.
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        return {**os.environ, "PATH": path, **{k: str(v) for k, v in
-                                 (self.services[service].get("environment") or {}).items()}}
+        own = self.services[service].get("environment") or {}
+        return {**os.environ, "PATH": path, "HOSTNAME": f"{service}-1",
+                **{name: self.localise(str(value), service) for name, value in own.items()},
+                **extra}
 
     def start(self, service: str) -> None:
         self.processes[service] = subprocess.Popen(
@@ -159,6 +246,19 @@ class LocalCompose:
     def run(self, service: str) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv(service), cwd=ROOT, env=self.environment(service),
                               capture_output=True, text=True, timeout=60)
+
+    def replicas(self, service: str, count: int) -> list[subprocess.CompletedProcess]:
+        """`--scale SERVICE=count`: as many at once, each with its container's hostname."""
+        started = [subprocess.Popen(self.argv(service), cwd=ROOT, text=True,
+                                    env=self.environment(service, HOSTNAME=f"{service}-{n}"),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                   for n in range(1, count + 1)]
+        finished = []
+        for process in started:
+            stdout, stderr = process.communicate(timeout=60)
+            finished.append(subprocess.CompletedProcess(process.args, process.returncode,
+                                                        stdout, stderr))
+        return finished
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -202,11 +302,20 @@ def test_load_service_runs_against_the_target_chosen_by_environment(compose, tar
     config = resolved_config(CONTEND_PASSWORD=PASSWORD, TARGET=target, SCENARIO="incr",
                              CLIENTS="4", DURATION="0.3")
     compose.services = config["services"]
-    command = compose.argv("load")
-    assert command[command.index("--target") + 1] == f"127.0.0.1:{compose.ports[target]}"
+    assert compose.environment("load")["TARGET"] == f"127.0.0.1:{compose.ports[target]}"
     done = compose.run("load")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "invariant holds: no lost updates" in done.stdout
+
+
+def test_scaled_bank_replicas_each_keep_their_own_invariant(compose):
+    """`TARGET=trio SCENARIO=bank docker compose up --scale load=3 load`."""
+    compose.services = resolved_config(CONTEND_PASSWORD=PASSWORD, TARGET="trio",
+                                       SCENARIO="bank", CLIENTS="4",
+                                       DURATION="1")["services"]
+    for done in compose.replicas("load", 3):
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "invariant holds" in done.stdout, done.stdout
 
 
 def test_bench_service_runs_the_comparison_on_every_server(compose):
@@ -226,6 +335,7 @@ def test_localised_commands_keep_their_meaning():
     assert threads[:6] == [*CONTEND, "serve", "--model", "threads"]
     assert threads[threads.index("--port") + 1] == str(local.ports["threads"])
     assert threads[threads.index("--requirepass") + 1] == PASSWORD
+    assert local.environment("bench")["CONTEND_PASSWORD"] == PASSWORD
     loop = shlex.split(local.argv("bench")[2])
     assert loop[:3] == ["for", "target", "in"]
     targets = {word.rstrip(";") for word in loop[3:loop.index("do")]}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 
@@ -184,15 +183,18 @@ def test_usage_errors_exit_2_without_a_traceback(args):
     assert "Traceback" not in done.stderr
 
 
-def test_unreachable_server_exits_2_with_a_message():
+def test_unreachable_server_exits_3_with_a_message():
     from tests.servers import free_port
     done = contend("load", "--target", f"127.0.0.1:{free_port()}", "--requests", "1")
-    assert done.returncode == 2
+    assert done.returncode == 3
     assert "cannot run against" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_fixed_rate_latency_counts_a_server_stall(serve, tmp_path):
-    """A trio server stalled by WORK: requests due during the stall are late, and p99 says so."""
+    """A trio server stalled by WORK: requests due during the stall are late, and p99 says so.
+
+    The stall is the one the server measured (INFO longest_stall_ms), not the test's own
+    clock, which a busy machine stretches; a busy load client only makes latencies longer."""
     server = serve("trio")
     out = tmp_path / "result.json"
     runner = subprocess.Popen([*CONTEND, "load", "--target", f"{server.host}:{server.port}",
@@ -202,15 +204,18 @@ def test_fixed_rate_latency_counts_a_server_stall(serve, tmp_path):
     with server.raw() as client:
         wait_until(lambda: info_field(client, "total_commands_processed") > 100,
                    message="the load to be running")
-        began = time.monotonic()
+        stalls = info_field(client, "loop_stalls")
         client.call("WORK", "10000")   # the event loop does nothing else meanwhile
-        stall_ms = (time.monotonic() - began) * 1000
+        assert info_field(client, "loop_stalls") > stalls
+        stall_ms = float(info_field(client, "longest_stall_ms"))
     assert runner.wait(60) == 0, runner.stderr.read()
     result = json.loads(out.read_text())
     assert stall_ms > 100
-    # A quarter of a second of requests was due during the stall: more than 1% of them.
-    assert result["latency_ms"]["p99"] >= stall_ms * 0.5
-    assert result["latency_ms"]["max"] >= stall_ms * 0.8
+    # Each client's requests are due every 10 ms (400/s over 4 clients): the one due first
+    # in the stall waits all but those 10 ms of it, and the half of the stall's requests due
+    # in its first half (far more than 1% of 1200) wait at least half of it.
+    assert result["latency_ms"]["max"] >= stall_ms - 10
+    assert result["latency_ms"]["p99"] >= stall_ms * 0.5 - 10
 
 
 def test_race_shows_lost_updates_without_the_lock_and_none_with_it(tmp_path):
