@@ -12,7 +12,7 @@ and incr cells at the same -c, so the C client's figures sit beside ours.
 
 Results: a table on the terminal, bench.csv, bench.json and bench.md in
 --out, and two charts (throughput and p99 against clients, a line per
-server) when matplotlib is installed: `pip install 'contend[charts]'`.
+server) when matplotlib is installed: `pip install '.[charts]'` from the repository.
 
 `--pin` runs each server on CPU 1 and the load client (and redis-benchmark)
 on CPU 0, as `python -m contend.client.redis_baseline` does. It is off by default:
@@ -73,7 +73,7 @@ REDIS = "redis"             # the name of redis-server's row
 # Scenarios whose commands are Redis's own, and redis-benchmark's test for each.
 REDIS_TESTS = {"ping": "ping_mbulk", "incr": "incr"}
 REDIS_BENCHMARK_REQUESTS = 20_000
-INSTALL_CHARTS = "pip install 'contend[charts]'   (or: pip install matplotlib)"
+INSTALL_CHARTS = "pip install '.[charts]' in the repository   (or: pip install matplotlib)"
 SERVER_CPU, CLIENT_CPU = 1, 0
 BUSY = 1.0   # a one-minute load average above this before the bench: others use the CPUs
 

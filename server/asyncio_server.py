@@ -889,6 +889,7 @@ def event_loop_factory(name: str):
         import uvloop
     except ImportError:
         print("contend: --loop uvloop needs uvloop, which is not installed "
-              "(pip install 'contend[uvloop]')", file=sys.stderr, flush=True)
+              "(pip install uvloop, or '.[uvloop]' in the repository)",
+              file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     return uvloop.new_event_loop

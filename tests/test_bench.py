@@ -57,7 +57,7 @@ def test_tiny_matrix_writes_table_csv_json_and_charts(tmp_path):
     assert "| ping | 3 | threads |" in (tmp_path / "bench.md").read_text()
 
     if importlib.util.find_spec("matplotlib") is None:
-        pytest.skip("matplotlib is not installed (pip install 'contend[charts]')")
+        pytest.skip("matplotlib is not installed (pip install '.[charts]')")
     for chart in ("throughput.png", "p99.png"):
         assert (tmp_path / chart).read_bytes().startswith(PNG_SIGNATURE)
 
@@ -66,7 +66,7 @@ def test_without_matplotlib_it_says_how_to_install_and_writes_the_rest(tmp_path)
     done = run(sys.executable, "-c", WITHOUT_MATPLOTLIB, "bench", *TINY, "--no-redis",
                "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "pip install 'contend[charts]'" in " ".join(done.stderr.split())
+    assert "pip install '.[charts]'" in " ".join(done.stderr.split())
     assert (tmp_path / "bench.csv").exists() and (tmp_path / "bench.json").exists()
     assert not list(tmp_path.glob("*.png"))
     assert set(read_csv(tmp_path / "bench.csv")) == {"threads"}
