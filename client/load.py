@@ -3,13 +3,16 @@
     contend load --target 127.0.0.1:7070 --scenario incr --clients 16 --requests 200
 
 Exit status: 0 when the run completed and its invariant held, 1 when it
-completed and the invariant broke, 2 for usage or connection errors.
+completed and the invariant broke, 2 for a usage error, 3 when the server cannot
+be reached or refuses us (NOAUTH: it wants --password), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import threading
 import time
 from collections import Counter
@@ -22,6 +25,7 @@ from rich.table import Table
 
 from contend.client.loadgen import DRIVERS, Plan, connect, new_histogram, shared_progress
 from contend.client.scenarios import SCENARIOS
+from contend.shared.resp import ReplyError
 
 PERCENTILES = {"p50": 50, "p90": 90, "p99": 99, "p999": 99.9}
 
@@ -87,6 +91,11 @@ def run_load(plan: Plan, driver: str = "threads", show_progress: bool = False) -
     (or ConnectionError) when the server cannot be reached."""
     scenario = plan.scenario
     with connect(plan) as admin:
+        # A server that wants a password answers NOAUTH to everything: say so once, here,
+        # rather than let the scenario trip over an error where it expected a value.
+        answer = admin.call("PING")
+        if isinstance(answer, ReplyError):
+            raise ConnectionError(answer.text)
         scenario.setup(admin)
     progress = shared_progress(driver, plan.clients)
     indices = list(range(plan.clients))
@@ -166,6 +175,20 @@ def render(result: LoadResult, console: Console) -> None:
                   f"(expected {invariant['expected']}, observed {invariant['observed']})")
 
 
+def json_path_problem(path: str | None) -> str | None:
+    """Why --json PATH could not be written, said before the run rather than after it."""
+    if path is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"--json {path}: no folder {folder}"
+    if os.path.isdir(path):
+        return f"--json {path}: a folder, not a file"
+    if not os.access(folder, os.W_OK):
+        return f"--json {path}: cannot write in {folder}"
+    return None
+
+
 def plan_from_options(options) -> Plan:
     scenario_class = SCENARIOS[options.scenario]
     if options.clients < 1 or options.pipeline < 1:
@@ -189,16 +212,28 @@ def plan_from_options(options) -> Plan:
 def main(options) -> int:
     console = Console()
     err = Console(stderr=True)
+
+    def fail(problem: str, status: int) -> int:
+        err.print(f"contend load: {problem}", markup=False, highlight=False, soft_wrap=True)
+        return status
+
     try:
         plan = plan_from_options(options)
     except ValueError as problem:
-        err.print(f"contend load: {problem}")
-        return 2
+        return fail(str(problem), 2)
+    problem = json_path_problem(options.json)
+    if problem:
+        return fail(problem, 2)
     try:
         result = run_load(plan, options.driver, show_progress=True)
+    except KeyboardInterrupt:
+        # The processes driver's workers would run on to their end, and exit waits for
+        # them: a Ctrl-C at the terminal reaches them too, a signal to this process alone not.
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+        raise
     except (OSError, ConnectionError) as problem:
-        err.print(f"contend load: cannot run against {plan.host}:{plan.port}: {problem}")
-        return 2
+        return fail(f"cannot run against {plan.host}:{plan.port}: {problem}", 3)
     render(result, console)
     if options.json:
         with open(options.json, "w") as out:

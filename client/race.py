@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from rich.console import Console
 from rich.table import Table
 
-from contend.client.load import run_load
+from contend.client.load import json_path_problem, run_load
 from contend.client.loadgen import Plan
 from contend.client.scenarios import Bank, Incr
 from contend.client.servers import (
@@ -27,6 +27,7 @@ from contend.client.servers import (
     this_interpreter,
     worth_naming,
 )
+from contend.shared.config import LOOPS, MODEL_NAMES, at_least
 
 
 @dataclass
@@ -60,13 +61,23 @@ def add_race_arguments(parser) -> None:
     from contend.server import MODEL_MODULES
     parser.add_argument("--models", default=",".join(MODEL_MODULES),
                         help="comma-separated models (default: every model built)")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=25, help="requests per client per scenario")
-    parser.add_argument("--race-window-us", dest="race_window_us", type=int, default=2000)
+    parser.add_argument("--clients", type=at_least(1), default=16)
+    parser.add_argument("--requests", type=at_least(1), default=25,
+                        help="requests per client per scenario")
+    parser.add_argument("--race-window-us", dest="race_window_us", type=at_least(0),
+                        default=2000)
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--python", metavar="PATH", action="append",
                         help="run the servers on this interpreter; again for another, to compare "
                              "(--python python3.11 --python python3.13t; default: this one)")
+
+
+def unknown_models(models: list[str]) -> list[str]:
+    """The names that are no model: `MODEL` or `MODEL+LOOP` (asyncio+uvloop)."""
+    def known(name: str) -> bool:
+        model, plus, loop = name.partition("+")
+        return model in MODEL_NAMES and (not plus or loop in LOOPS)
+    return [name for name in models if not known(name)]
 
 
 def render(rows: list[RaceRow], console: Console, window_us: int) -> None:
@@ -86,14 +97,25 @@ def render(rows: list[RaceRow], console: Console, window_us: int) -> None:
 
 def main(options) -> int:
     console, err = Console(), Console(stderr=True)
+
+    def fail(problem: str, status: int) -> int:
+        err.print(f"contend race: {problem}", markup=False, highlight=False, soft_wrap=True)
+        return status
+
+    models = [m for m in options.models.split(",") if m]
+    unknown = unknown_models(models)
+    if unknown or not models:
+        return fail(f"no model named {', '.join(unknown) or '(none)'}; the models: "
+                    f"{', '.join(MODEL_NAMES)} (asyncio+uvloop: asyncio on uvloop)", 2)
+    problem = json_path_problem(options.json)
+    if problem:
+        return fail(problem, 2)
     try:
         pythons = find_interpreters(options.python)
     except ValueError as problem:
-        err.print(f"contend race: {problem}", markup=False, highlight=False, soft_wrap=True)
-        return 2
+        return fail(str(problem), 2)
     by_python = worth_naming(python.label for python in pythons)
     rows = []
-    models = [m for m in options.models.split(",") if m]
     with console.status("racing...") as status:
         for model in models:
             for python in pythons:
@@ -104,9 +126,9 @@ def main(options) -> int:
                         rows.append(race_model(model, sync, options.clients, options.requests,
                                                options.race_window_us, python=python))
                     except (OSError, RuntimeError) as problem:
-                        err.print(f"contend race: {server}: {problem}", markup=False,
-                                  highlight=False)
-                        return 2
+                        # A server that would not start (RuntimeError: its last words),
+                        # or one that stopped answering.
+                        return fail(f"{server}: {problem}", 3)
     render(rows, console, options.race_window_us)
     console.print("sync off: read, wait out the window, write over whatever changed meanwhile. "
                   "sync lock: the same steps under a lock, so nothing is lost.")

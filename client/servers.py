@@ -120,20 +120,32 @@ def start_contend(model: str, *flags: str, wait: float = 15, preexec_fn=None,
          *loop_flags, *flags],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         preexec_fn=preexec_fn)
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if not selector.select(timeout=deadline - time.monotonic()):
-            break
-        line = process.stdout.readline()
-        if not line:
-            break
-        found = BANNER.search(line)
-        if found:
-            return server_class(model, process, found.group(1), int(found.group(2)))
+    said = []   # what it printed instead of the banner
+    try:
+        selector = selectors.DefaultSelector()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=deadline - time.monotonic()):
+                break
+            line = process.stdout.readline()
+            if not line:
+                break
+            found = BANNER.search(line)
+            if found:
+                return server_class(model, process, found.group(1), int(found.group(2)))
+            said.append(line)
+    except BaseException:   # Ctrl-C while it starts: no server left behind
+        process.kill()
+        process.wait()
+        raise
     process.kill()
-    raise RuntimeError(f"contend {model} did not start: {process.stdout.read()}")
+    said += process.stdout.readlines()
+    process.wait()
+    # Its last words say why (a traceback's last line is the error itself).
+    why = next((line.strip() for line in reversed(said) if line.strip()),
+               f"no banner within {wait:g} s")
+    raise RuntimeError(f"contend {model} did not start: {why}")
 
 
 # -- the Python a server runs on ------------------------------------------------

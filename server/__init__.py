@@ -19,16 +19,17 @@ a `stop()` that any thread or signal handler may call.
 
 from __future__ import annotations
 
-import argparse
+import errno
 import gc
 import importlib
 import ipaddress
+import os
 import signal
 import socket
 import sys
 import threading
 
-from contend.shared.config import Config, add_serve_arguments
+from contend.shared.config import Config, Parser, add_serve_arguments
 from contend.shared.info import gil
 
 MODEL_MODULES = {"threads": "contend.server.threads",
@@ -47,17 +48,40 @@ def create(config: Config):
     return module.Server(config)
 
 
+class CannotListen(Exception):
+    """The address cannot be listened on: in use, not this machine's, or a name that
+    does not resolve. `contend serve` says so in one line and exits 3."""
+
+
 def open_listener(config: Config, stop) -> socket.socket:
     """The listening socket every model accepts on; port 0 picks a free one.
 
     SIGINT and SIGTERM call `stop` from here on, before the banner is printed,
     so a signal that follows the banner at once is a graceful stop too (a model
     may install its own way later, as trio does with its signal receiver)."""
-    listener = socket.create_server((config.host, config.port), reuse_port=False, backlog=1024)
+    try:
+        listener = socket.create_server((config.host, config.port), reuse_port=False,
+                                        backlog=1024)
+    except OSError as problem:
+        raise CannotListen(f"cannot listen on {config.host}:{config.port}: "
+                           f"{_why_not(problem, config.host)}") from None
     config.port = listener.getsockname()[1]
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(stop)
     return listener
+
+
+def _why_not(problem: OSError, host: str) -> str:
+    """A bind failure in words (create_server's own message repeats the address)."""
+    if problem.errno == errno.EADDRINUSE:
+        return "address already in use (another server? --port 0 picks a free port)"
+    if problem.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine"
+    if problem.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    if problem.errno is not None and problem.errno < 0:   # getaddrinfo's codes: EAI_*
+        return f"{host!r} does not resolve to an IPv4 address"
+    return os.strerror(problem.errno) if problem.errno else str(problem)
 
 
 def announce(config: Config) -> None:
@@ -92,8 +116,14 @@ def stop_on_signals(stop) -> None:
 
 
 def serve(config: Config) -> int:
+    """Run until stopped: 0. Exit status 3, with one line on stderr, when the address
+    cannot be listened on."""
     server = create(config)
-    server.listen()
+    try:
+        server.listen()
+    except CannotListen as problem:
+        print(f"contend serve: {problem}", file=sys.stderr, flush=True)
+        return 3
     # Everything alive now (modules, the command table, the listener) lives as
     # long as the server; freezing it spares every full garbage collection a
     # walk over all of it, which otherwise shows up as latency spikes.
@@ -105,7 +135,7 @@ def serve(config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m contend.server",
+    parser = Parser(prog="python -m contend.server",
                                      description="Run a contend server.")
     add_serve_arguments(parser)
     return serve(Config.from_options(parser.parse_args(argv)))

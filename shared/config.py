@@ -148,29 +148,70 @@ _FIXED = {"databases": b"1"}
 _IMMUTABLE = {"port", "bind", "model", "databases"}
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr, exit status 2
+    (the usage text is one `--help` away, not in front of the error)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def flag(parse):
+    """A CONFIG SET parser as an argparse `type`: the flag and CONFIG SET refuse the same
+    values with the same words, and a bad flag is a usage error (exit 2) at parse time."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as problem:
+            raise argparse.ArgumentTypeError(f"{text!r}: {problem}") from None
+    return convert
+
+
+def at_least(low: int):
+    """An integer flag with a floor (`--clients` of race and demo: at least 1)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError("not an integer") from None
+        if value < low:
+            raise ValueError(f"must be at least {low}")
+        return value
+    return flag(parse)
+
+
+def _setting(name: str):
+    """The flag type of a CONFIG SET parameter: its parser, limits and all."""
+    return flag(_PARAMETERS[name][1])
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every model takes (`contend serve` and `python -m contend serve`)."""
+    """The flags every model takes (`contend serve` and `python -m contend serve`).
+    Numbers are checked here, before anything starts: a negative race window
+    would otherwise be accepted and then fail every INCR."""
     parser.add_argument("--model", choices=MODEL_NAMES, default="threads",
                         help="concurrency model (default: threads)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7070,
+    parser.add_argument("--port", type=flag(_integer(0, 65535)), default=7070,
                         help="port to listen on; 0 picks a free one and prints it (default: 7070)")
-    parser.add_argument("--maxclients", type=int, default=10000,
+    parser.add_argument("--maxclients", type=_setting("maxclients"), default=10000,
                         help="connections served at once; more are refused (default: 10000)")
-    parser.add_argument("--timeout", type=int, default=0,
+    parser.add_argument("--timeout", type=_setting("timeout"), default=0,
                         help="close a client idle this many seconds; 0 never (default: 0)")
-    parser.add_argument("--pool-size", dest="pool_size", type=int, default=4,
+    parser.add_argument("--pool-size", dest="pool_size", type=_setting("pool-size"), default=4,
                         help="leases in the POOL.* resource pool (default: 4)")
     parser.add_argument("--sync", choices=SYNC_MODES, default="lock",
                         help="how shared state is guarded (default: lock)")
-    parser.add_argument("--race-window-us", dest="race_window_us", type=int, default=0,
+    parser.add_argument("--race-window-us", dest="race_window_us",
+                        type=_setting("race-window-us"), default=0,
                         help="microseconds between a read and its write (default: 0)")
-    parser.add_argument("--deadlock-timeout-ms", dest="deadlock_timeout_ms", type=int,
+    parser.add_argument("--deadlock-timeout-ms", dest="deadlock_timeout_ms",
+                        type=_setting("deadlock-timeout-ms"),
                         default=1000, help="unordered mode gives up a lock wait after this")
     parser.add_argument("--loop", choices=LOOPS, default="asyncio",
                         help="the asyncio model's event loop: asyncio's own, or uvloop "
                         "(pip install contend[uvloop]) (default: asyncio)")
-    parser.add_argument("--workers", type=int, default=0,
+    parser.add_argument("--workers", type=at_least(0), default=0,
                         help="the processes model: worker processes sharing the listening "
                         "socket; 0 = one per CPU (default: 0)")
     parser.add_argument("--requirepass", default="", help="password clients must AUTH with")

@@ -9,7 +9,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,7 +18,7 @@ from rich.console import Console
 
 from contend.client.top import Snapshot, Watched, column, main, parse_info, render
 from tests.helpers import wait_until
-from tests.servers import ROOT, free_port
+from tests.servers import CONTEND, ROOT, free_port
 
 THREADS_INFO = """# Clients\r\nconnected_clients:3\r\nblocked_clients:1\r\n
 # Stats\r\ntotal_commands_processed:{total}\r\n
@@ -106,7 +105,7 @@ def test_dashboard_in_a_terminal_shows_both_servers_and_quits_cleanly(serve, qui
     servers = [serve("threads"), serve("selectors")]
     socket_name = f"contend-top-{uuid.uuid4().hex[:8]}"   # our own tmux server, not the user's
     tmux = ["tmux", "-L", socket_name]
-    command = [sys.executable, "-m", "contend.client.top", "--interval", "0.2",
+    command = [*CONTEND, "top", "--interval", "0.2",
                "--duration", "60"]
     for server in servers:
         command += ["--target", f"{server.host}:{server.port}"]
@@ -151,7 +150,7 @@ def test_dashboard_in_a_terminal_shows_both_servers_and_quits_cleanly(serve, qui
 
 @pytest.mark.slow
 def test_without_a_terminal_sigterm_stops_it_with_status_zero():
-    top = subprocess.Popen([sys.executable, "-m", "contend.client.top", "--json",
+    top = subprocess.Popen([*CONTEND, "top", "--json",
                             "--interval", "0.05", "--target", f"127.0.0.1:{free_port()}"],
                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
