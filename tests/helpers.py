@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
+
+import contend
+
+FREE_THREADED_BUILD = "/opt/python3.13t/bin/python3.13t"   # scripts/free-threaded-python.sh's
 
 
 def wait_until(condition, timeout: float = 10, message: str = "condition"):
@@ -62,3 +71,27 @@ def run_together(count: int, work) -> list:
     if errors:
         raise errors[0]
     return results
+
+
+@functools.cache
+def free_threaded_python() -> tuple[str | None, str]:
+    """A free-threaded CPython that imports this checkout's contend, or None and why not."""
+    ours = str(Path(contend.__file__).resolve())
+    reason = ("no free-threaded CPython (scripts/free-threaded-python.sh finds or builds one; "
+              "then `python3.13t -m pip install -e .`)")
+    for candidate in (os.environ.get("CONTEND_FREE_THREADED_PYTHON"), shutil.which("python3.14t"),
+                      shutil.which("python3.13t"), FREE_THREADED_BUILD):
+        if not candidate or not os.path.exists(candidate):
+            continue
+        check = subprocess.run(
+            [candidate, "-c", "import sysconfig, contend.server, pathlib; "
+             "assert sysconfig.get_config_var('Py_GIL_DISABLED'); "
+             "print(pathlib.Path(contend.__file__).resolve())"], capture_output=True, text=True)
+        if check.returncode != 0:
+            continue
+        if check.stdout.strip() != ours:
+            reason = (f"{candidate} imports contend from {check.stdout.strip()}, not {ours} "
+                      "(`pip install -e .` with it)")
+            continue
+        return candidate, ""
+    return None, reason

@@ -8,8 +8,6 @@ interpreter's and redis-benchmark.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,30 +15,11 @@ import sys
 import pytest
 
 from contend.client import servers
-from tests.helpers import info_field
+from tests.helpers import free_threaded_python, info_field
 from tests.servers import BANNER, CONTEND, ROOT, TestServer
 
-PREFIX_BUILD = "/opt/python3.13t/bin/python3.13t"
-
-
-def free_threaded_python() -> str | None:
-    """A free-threaded interpreter with contend installed, without building one."""
-    for candidate in (os.environ.get("CONTEND_FREE_THREADED_PYTHON"), shutil.which("python3.14t"),
-                      shutil.which("python3.13t"), PREFIX_BUILD):
-        if not candidate or not os.path.exists(candidate):
-            continue
-        check = subprocess.run(
-            [candidate, "-c", "import sysconfig, contend.server; "
-             "assert sysconfig.get_config_var('Py_GIL_DISABLED')"], capture_output=True)
-        if check.returncode == 0:
-            return candidate
-    return None
-
-
-FREE_THREADED = free_threaded_python()
-needs_free_threading = pytest.mark.skipif(
-    FREE_THREADED is None, reason="no free-threaded CPython with contend installed "
-    "(scripts/free-threaded-python.sh, then `python3.13t -m pip install -e .`)")
+FREE_THREADED, WHY_NOT = free_threaded_python()
+needs_free_threading = pytest.mark.skipif(FREE_THREADED is None, reason=WHY_NOT)
 
 
 @pytest.fixture

@@ -33,11 +33,9 @@ does from the repository root where students run them.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -47,8 +45,8 @@ from pathlib import Path
 
 import pytest
 
-import contend
 from contend.client.ping import ping
+from tests.helpers import free_threaded_python
 from tests.servers import ROOT, free_port
 
 LABS = ROOT / "labs"
@@ -65,7 +63,6 @@ FREE_THREADED = "free-threaded-python"
 GIL = "gil"   # the sheet's observations are the GIL's: left out of a free-threaded run
 KNOWN_NEEDS = {FREE_THREADED, GIL}
 FREE_THREADED_NAME = "python3.13t"   # what a sheet types, whichever one was found
-FREE_THREADED_BUILD = "/opt/python3.13t/bin/python3.13t"   # scripts/free-threaded-python.sh's
 
 
 @dataclass
@@ -128,30 +125,6 @@ def allowed_statuses(command: str) -> tuple[str, set[int]]:
     if not found:
         return command, {0}
     return command, {int(n) for n in re.findall(r"\d+", found.group(1))}
-
-
-@functools.cache
-def free_threaded_python() -> tuple[str | None, str]:
-    """A free-threaded CPython that imports this checkout's contend, or None and why not."""
-    ours = str(Path(contend.__file__).resolve())
-    reason = ("no free-threaded CPython (scripts/free-threaded-python.sh finds or builds one; "
-              "then `python3.13t -m pip install -e .`)")
-    for candidate in (os.environ.get("CONTEND_FREE_THREADED_PYTHON"), shutil.which("python3.14t"),
-                      shutil.which("python3.13t"), FREE_THREADED_BUILD):
-        if not candidate or not os.path.exists(candidate):
-            continue
-        check = subprocess.run(
-            [candidate, "-c", "import sysconfig, contend.server, pathlib; "
-             "assert sysconfig.get_config_var('Py_GIL_DISABLED'); "
-             "print(pathlib.Path(contend.__file__).resolve())"], capture_output=True, text=True)
-        if check.returncode != 0:
-            continue
-        if check.stdout.strip() != ours:
-            reason = (f"{candidate} imports contend from {check.stdout.strip()}, not {ours} "
-                      "(`pip install -e .` with it)")
-            continue
-        return candidate, ""
-    return None, reason
 
 
 def cpus() -> int:
