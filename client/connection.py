@@ -68,3 +68,13 @@ class Connection:
     def call(self, *args):
         self.send_command(*args)
         return self.read()
+
+
+def parse_info(text: str) -> dict[str, str]:
+    """INFO's `name:value` lines as a dict; section headers and blank lines dropped."""
+    fields = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon and not name.startswith("#"):
+            fields[name] = value.strip()
+    return fields

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from contend.client.connection import Connection
+from contend.client.connection import Connection, parse_info
 
 ROOT = Path(__file__).resolve().parent.parent
 BANNER = re.compile(r"listening on ([\d.]+):(\d+)")
@@ -88,13 +88,7 @@ class RunningServer:
         back on when it imports a C extension that has not declared it can run without."""
         with self.connect() as client:
             info = client.call("INFO", "playground")
-        if not isinstance(info, bytes):
-            return ""
-        for line in info.decode().splitlines():
-            name, _, value = line.partition(":")
-            if name == "gil":
-                return value.strip()
-        return ""
+        return parse_info(info.decode()).get("gil", "") if isinstance(info, bytes) else ""
 
     def __enter__(self):
         return self

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from contend.client.connection import Connection
+from contend.client.connection import Connection, parse_info
 from contend.client.load import parse_target
 from contend.shared.resp import ReplyError
 
@@ -58,16 +58,6 @@ def add_top_arguments(parser: argparse.ArgumentParser) -> None:
     stop.add_argument("--iterations", type=int, help="stop after this many refreshes")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON line per refresh instead of the live table")
-
-
-def parse_info(text: str) -> dict[str, str]:
-    """INFO's `name:value` lines as a dict; section headers and blank lines dropped."""
-    fields = {}
-    for line in text.splitlines():
-        name, colon, value = line.partition(":")
-        if colon and not name.startswith("#"):
-            fields[name] = value.strip()
-    return fields
 
 
 @dataclass

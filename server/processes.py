@@ -155,8 +155,7 @@ class ProcessState(ServerState):
 
     def client_lines(self) -> list[tuple[int, bytes]]:
         """This worker's clients as they are now, the others' as last told."""
-        return super().client_lines() + [tuple(line) for line in
-                                         self._listed.others(self.slot)]
+        return super().client_lines() + self._listed.others(self.slot)
 
     def tell_clients(self) -> None:
         """Every client of this worker afresh (their idle time and last command move)."""

@@ -39,19 +39,15 @@ def run(*command: str) -> None:
 
 def install_tools() -> None:
     missing = [tool for tool in DEBIAN_PACKAGES if not shutil.which(tool)]
-    if not missing:
-        return
-    apt = shutil.which("apt-get")
-    if apt is None:
-        sys.exit(f"The tests need {', '.join(missing)}; install them (for example "
-                 "`brew install redis docker-compose`) and run again.")
-    install_packages(sorted({DEBIAN_PACKAGES[tool] for tool in missing}))
+    if missing:
+        install_packages(sorted({DEBIAN_PACKAGES[tool] for tool in missing}))
 
 
 def install_packages(packages: list[str]) -> None:
     apt = shutil.which("apt-get")
     if apt is None:
-        sys.exit(f"The tests need Debian's {', '.join(packages)}; install them and run again.")
+        sys.exit(f"The tests need Debian's {', '.join(packages)}; install them (for example "
+                 "`brew install redis docker-compose`) and run again.")
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in ([*sudo, apt, "update", "-q"],

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import contend
+from contend.client.connection import parse_info
 
 FREE_THREADED_BUILD = "/opt/python3.13t/bin/python3.13t"   # scripts/free-threaded-python.sh's
 
@@ -32,12 +33,8 @@ def wait_until(condition, timeout: float = 10, message: str = "condition"):
 
 
 def info_field(client, name: str, section: str = "everything"):
-    text = client.call("INFO", section).decode()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key == name:
-            return int(value) if value.lstrip("-").isdigit() else value
-    raise KeyError(name)
+    value = parse_info(client.call("INFO", section).decode())[name]   # KeyError: not there
+    return int(value) if value.lstrip("-").isdigit() else value
 
 
 def blocked_clients(server) -> int:

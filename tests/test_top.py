@@ -16,7 +16,8 @@ import uuid
 import pytest
 from rich.console import Console
 
-from contend.client.top import Snapshot, Watched, column, main, parse_info, render
+from contend.client.connection import parse_info
+from contend.client.top import Snapshot, Watched, column, main, render
 from tests.helpers import wait_until
 from tests.servers import CONTEND, ROOT, free_port
 
