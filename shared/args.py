@@ -21,6 +21,8 @@ _INTEGER = re.compile(rb"-?[1-9][0-9]{0,19}|0")
 
 def parse_int(text: bytes, error: str = NOT_AN_INTEGER) -> int:
     """A signed 64-bit integer as Redis's string2ll reads it: no '+', spaces or leading zeros."""
+    if text.isdigit() and len(text) < 19 and (text[0] != 0x30 or len(text) == 1):
+        return int(text)   # the usual counter: plain digits, well inside 64 bits
     if _INTEGER.fullmatch(text):
         value = int(text)
         if INT64_MIN <= value <= INT64_MAX:

@@ -7,7 +7,9 @@ CONFIG SET takes effect on the next command without a restart.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import importlib.util
+import sysconfig
+from dataclasses import dataclass, field
 
 from contend.shared.args import glob_match
 from contend.shared.resp import ReplyError
@@ -15,6 +17,15 @@ from contend.shared.resp import ReplyError
 SYNC_MODES = ("off", "lock", "striped", "unordered")
 MODEL_NAMES = ("threads", "selectors", "trio", "asyncio", "processes")
 LOOPS = ("asyncio", "uvloop")   # the asyncio model's event loop: the standard one, or uvloop
+PARSERS = ("python", "hiredis")  # how requests are framed: resp.py, or hiredis_parser.py
+
+
+def default_parser() -> str:
+    """hiredis where it is installed, except on a free-threaded interpreter: importing
+    hiredis (3.5, which does not declare itself safe without a GIL) turns the GIL back on."""
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return "python"
+    return "hiredis" if importlib.util.find_spec("hiredis") else "python"
 
 
 @dataclass
@@ -40,6 +51,7 @@ class Config:
     output_buffer_soft_seconds: int = 60     # ... or past the soft limit this long
     loop: str = "asyncio"                    # the asyncio model: its event loop (LOOPS)
     workers: int = 0                         # the processes model: worker processes; 0 = CPUs
+    parser: str = field(default_factory=default_parser)   # PARSERS: who frames requests
 
     @classmethod
     def from_options(cls, options: argparse.Namespace) -> Config:
@@ -214,6 +226,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=at_least(0), default=0,
                         help="the processes model: worker processes sharing the listening "
                         "socket; 0 = one per CPU (default: 0)")
+    parser.add_argument("--parser", choices=PARSERS, default=default_parser(),
+                        help="who frames requests: hiredis's C Reader where the input is "
+                        "plain, else the Python reference (shared/hiredis_parser.py); or "
+                        "python, the reference alone (default here: %(default)s)")
     parser.add_argument("--requirepass", default="", help="password clients must AUTH with")
     parser.add_argument("--protected-mode", dest="protected_mode", choices=("yes", "no"),
                         default="yes", help="with no password, refuse clients that are not "

@@ -46,7 +46,8 @@ def render_info(state: ServerState, model_fields: dict, sections: list[str], ask
         # Redis's counts: a key past its time is counted until it is deleted.
         "keyspace": ([("db0", f"keys={keys},expires={keyspace.expiring()},avg_ttl=0")]
                      if keys else []),
-        "playground": [("model", config.model), ("gil", gil()), ("sync", config.sync),
+        "playground": [("model", config.model), ("gil", gil()), ("parser", config.parser),
+                       ("sync", config.sync),
                        ("race_window_us", config.race_window_us),
                        ("deadlock_timeout_ms", config.deadlock_timeout_ms),
                        ("deadlocks", state.total("deadlocks")),

@@ -107,6 +107,15 @@ class RequestParser:
         """Bytes received but not yet turned into commands."""
         return len(self._buf) - self._pos + self._args_size
 
+    def take_rest(self) -> bytes:
+        """Between two commands, the bytes not parsed yet, given up (to hiredis_parser's
+        fast path); b"" in the middle of a command, whose bytes stay here."""
+        if self._args_left or self._searched or self._pos >= len(self._buf):
+            return b""
+        rest = bytes(self._buf[self._pos:])
+        self._buf, self._pos = b"", 0
+        return rest
+
     def next_command(self) -> list[bytes] | None:
         while self._pos < len(self._buf) or self._args_left:
             # '*' starts a multibulk array (or one is under way); anything else is inline

@@ -38,7 +38,7 @@ import time
 import traceback
 from collections.abc import Generator, Sequence
 from types import GeneratorType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contend.shared.commands import BLOCKING, Command, lookup, run
 from contend.shared.commands.lists import Handed, hand_back_steps
@@ -50,10 +50,14 @@ from contend.shared.commands.transactions import (
     refused,
     unwatch_steps,
 )
-from contend.shared.effects import ALL_KEYS, Effect, Guard, PopWait
+from contend.shared.effects import ALL_KEYS, Effect, Guard, PopWait, RaceWindow
 from contend.shared.guards import Step, lock_plan
 from contend.shared.resp import NO_REPLY, ProtocolError, ReplyError, RequestParser, encode
 from contend.shared.state import ServerState, Transaction
+
+if TYPE_CHECKING:
+    from contend.shared.config import Config
+    from contend.shared.hiredis_parser import HiredisRequestParser
 
 log = logging.getLogger("contend")
 
@@ -81,13 +85,23 @@ _EVERY_KEY = object()            # a Call that holds the whole keyspace
 _WHOLE_KEYSPACE = Guard(ALL_KEYS)
 
 
+def request_parser(config: Config) -> RequestParser | HiredisRequestParser:
+    """A connection's parser: the one `--parser` chose (INFO playground says which)."""
+    if config.parser == "hiredis":
+        # Imported only when chosen: on a free-threaded interpreter, importing hiredis
+        # would turn the GIL back on for the whole server.
+        from contend.shared.hiredis_parser import HiredisRequestParser
+        return HiredisRequestParser(config.proto_max_bulk_len)
+    return RequestParser(config.proto_max_bulk_len)
+
+
 class Session:
     """The protocol state of one connection; see the module docstring for the loop."""
 
     def __init__(self, state: ServerState, addr: str = "", laddr: str = ""):
         self.state = state
         self.client = state.connect(addr, laddr)
-        self.parser = RequestParser(state.config.proto_max_bulk_len)
+        self.parser = request_parser(state.config)
         self.call: Call | None = None      # the command in flight, driven by the model
         self.out_size = 0                  # unsent reply bytes: the back-pressure gauge
         self.peer_gone = False             # the client hung up: nothing more is sent or run
@@ -110,8 +124,10 @@ class Session:
         if not data:
             self.connection_lost()
         elif not self.peer_gone:
-            self.parser.max_bulk = self.state.config.proto_max_bulk_len   # CONFIG SET applies
-            self.parser.feed(data)
+            parser = self.parser
+            parser.max_bulk = self.state.config.proto_max_bulk_len   # CONFIG SET applies
+            parser.unauthenticated = not self.client.authenticated   # so do preauth limits
+            parser.feed(data)
 
     def connection_lost(self) -> None:
         """The client is gone (end of file, a reset, a failed send): send it nothing more."""
@@ -328,6 +344,10 @@ class Call:
                 effect = self.steps.throw(value)
             else:
                 effect = self.steps.send(value)
+            # A window 0 wide is no window in any model: the command runs straight on
+            # from its read to its write, and the model is not asked to wait at all.
+            while type(effect) is RaceWindow and not self.session.state.config.race_window_us:
+                effect = self.steps.send(None)
         except StopIteration as done:
             reply = done.value
         except ReplyError as error:

@@ -70,6 +70,7 @@ SLOW_MODULES = {"test_demo", "test_compose", "test_load", "test_real_clients",
 SLOW_TESTS = {"test_bench": {"test_tiny_matrix_writes_table_csv_json_and_charts",
                              "test_without_matplotlib_it_says_how_to_install_and_writes_the_rest"},
               "test_labs": {"test_lab_sheet_runs_as_written"},
+              "test_hiredis_parser": {"test_parser_flag_is_what_info_reports_and_both_frame_alike"},
               "test_top": {"test_dashboard_in_a_terminal_shows_both_servers_and_quits_cleanly",
                            "test_without_a_terminal_sigterm_stops_it_with_status_zero"}}
 

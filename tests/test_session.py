@@ -248,8 +248,7 @@ def test_nothing_is_sent_after_connection_lost():
     call = session.next_event()            # INCR: PING's reply is queued before it
     assert isinstance(call.send(None), fx.Guard)
     session.connection_lost()              # mid-command: it ends, its reply goes nowhere
-    assert isinstance(call.send(None), fx.RaceWindow)
-    assert call.send(None) is None
+    assert call.send(None) is None         # (a window 0 wide is no wait: straight to the write)
     session.receive_data(b"PING\r\n")      # bytes after the loss are not read
     assert session.next_event() is CLOSE
     assert session.data_to_send() == b""
@@ -325,3 +324,17 @@ def test_a_bug_after_a_guard_and_an_unencodable_reply_are_internal_errors_too(mo
     assert texts(session.data_to_send()) == ["ERR internal error", "ERR internal error", "PONG"]
     assert session.state.tally("internal_errors") == 2
     assert not session.client.running
+
+
+@pytest.mark.parametrize("window_us", [0, 500])
+def test_a_race_window_is_asked_of_the_model_only_when_it_is_wider_than_zero(window_us):
+    session = new_session(ServerState(Config(race_window_us=window_us)))
+    session.receive_data(b"INCR k\r\n")
+    call = session.next_event()
+    assert isinstance(call.send(None), fx.Guard)
+    effect = call.send(None)
+    if window_us:
+        assert isinstance(effect, fx.RaceWindow)
+        effect = call.send(None)
+    assert effect is None
+    assert session.data_to_send() == b":1\r\n"
