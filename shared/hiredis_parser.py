@@ -12,8 +12,8 @@ the reference takes everything else, with Redis's error texts:
 
 * a chunk that does not start with '*', or holds a byte that starts one of
   those other types ('+', '=', '(', '~', '|'; a lone value of any other type
-  comes back as something that is not bytes), or arrives before AUTH, goes to
-  the reference whole;
+  comes back as something that is not bytes) or a count of seven digits, or
+  arrives before AUTH, goes to the reference whole;
 * what hiredis returns must be lists of bytes whose plain encoding
   (`*2\\r\\n$4\\r\\nINCR\\r\\n...`) is exactly as long as the chunk: then the
   chunk was those commands and nothing else;
@@ -39,9 +39,11 @@ import hiredis
 
 from contend.shared.resp import MULTIBULK_MAX, RequestParser
 
-# A byte that starts a RESP type hiredis reads as bytes (or a set as a list) where a
-# request may only have '$' bulk strings: seen anywhere, the chunk goes to the reference.
-_OTHER_TYPE = re.compile(rb"[+=(~|]").search
+# Seen anywhere in a chunk, the chunk goes to the reference: a byte that starts a RESP
+# type hiredis reads as bytes (or a set as a list) where a request may only have '$' bulk
+# strings; or an array (map, push) of a million elements or more, which hiredis makes
+# room for as soon as it reads the count, where Redis refuses past 1,048,576 at once.
+_NOT_FOR_HIREDIS = re.compile(rb"[+=(~|]|[*%>][0-9]{7}").search
 # A chunk this large could hold a command of more elements than Redis takes:
 _LARGEST_CHUNK = MULTIBULK_MAX
 # `$<length>\r\n<bytes>\r\n` costs len(bytes) + _BULK_COST[length] bytes (5 + its digits):
@@ -84,7 +86,7 @@ class HiredisRequestParser:
             reference.feed(data)
             return
         if (self.unauthenticated or data[:1] != b"*" or len(data) > _LARGEST_CHUNK
-                or len(data) > self.max_bulk or _OTHER_TYPE(data)):
+                or len(data) > self.max_bulk or _NOT_FOR_HIREDIS(data)):
             reference.feed(data)   # not plain input, or before AUTH: the reference's limits
             return
         reader = self._reader

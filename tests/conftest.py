@@ -71,6 +71,9 @@ SLOW_TESTS = {"test_bench": {"test_tiny_matrix_writes_table_csv_json_and_charts"
                              "test_without_matplotlib_it_says_how_to_install_and_writes_the_rest"},
               "test_labs": {"test_lab_sheet_runs_as_written"},
               "test_hiredis_parser": {"test_parser_flag_is_what_info_reports_and_both_frame_alike"},
+              "test_redis_baseline": {
+                  "test_one_small_round_writes_its_section_into_the_doc_and_json",
+                  "test_a_client_past_its_timeout_is_killed_with_what_it_started"},
               "test_top": {"test_dashboard_in_a_terminal_shows_both_servers_and_quits_cleanly",
                            "test_without_a_terminal_sigterm_stops_it_with_status_zero"}}
 

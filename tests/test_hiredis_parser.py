@@ -94,6 +94,8 @@ def test_plain_requests_in_any_reads_come_out_whole(commands, read_size):
     (b"*1\r\n(5\r\n", b"-ERR Protocol error: expected '$', got '('\r\n"),
     (b"*1\r\n*1\r\n_\r\n", b"-ERR Protocol error: expected '$', got '*'\r\n"),
     (b"*2000000\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*3000000000\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*1\r\n*3000000000\r\n", b"-ERR Protocol error: expected '$', got '*'\r\n"),
     (b"*1\r\n$2000\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
 ])
 def test_what_hiredis_would_take_gets_redis_error(data, error):
