@@ -52,7 +52,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from contend.client.load import run_load
-from contend.client.loadgen import DRIVERS, Plan
+from contend.client.loadgen import DEFAULT_DRIVER, DRIVERS, Plan
 from contend.client.redis_baseline import redis_benchmark
 from contend.client.scenarios import SCENARIOS
 from contend.client.servers import (
@@ -68,7 +68,6 @@ from contend.client.servers import (
 DEFAULT_CLIENTS = "1,10,100,1000"
 DEFAULT_SCENARIOS = "ping,incr,pool,work,sleep"
 DEFAULT_DURATION = 1.5      # seconds of load per cell: the default matrix takes a few minutes
-DEFAULT_DRIVER = "processes"   # the least in the way: docs/benchmarks.md, "Which driver"
 REDIS = "redis"             # the name of redis-server's row
 # Scenarios whose commands are Redis's own, and redis-benchmark's test for each.
 REDIS_TESTS = {"ping": "ping_mbulk", "incr": "incr"}

@@ -23,11 +23,21 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from contend.client.loadgen import DRIVERS, Plan, connect, new_histogram, shared_progress
+from contend.client.loadgen import (
+    DEFAULT_DRIVER,
+    DRIVERS,
+    Plan,
+    connect,
+    new_histogram,
+    shared_progress,
+)
 from contend.client.scenarios import SCENARIOS
 from contend.shared.resp import ReplyError
 
 PERCENTILES = {"p50": 50, "p90": 90, "p99": 99, "p999": 99.9}
+# Past this share of the CPU the client could use, it was the bottleneck: a faster
+# server would not have made the figures better.
+SATURATED = 0.9
 
 
 @dataclass
@@ -43,6 +53,7 @@ class LoadResult:
     latency_ms: dict
     invariant: dict
     figures: dict = field(default_factory=dict)   # the scenario's own (cas: retries)
+    client_cpu: dict = field(default_factory=dict)   # see client_cpu()
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -63,7 +74,11 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument("--requests", type=int, help="requests per client")
     amount.add_argument("--duration", type=float, help="seconds to run")
-    parser.add_argument("--driver", choices=sorted(DRIVERS), default="threads")
+    parser.add_argument("--driver", choices=sorted(DRIVERS), default=DEFAULT_DRIVER,
+                        help=f"how the clients run (default: {DEFAULT_DRIVER})")
+    parser.add_argument("--workers", type=int,
+                        help="worker processes of the processes and selectors drivers "
+                             "(default: one per CPU this process may use)")
     parser.add_argument("--pipeline", type=int, default=1, help="commands in flight per client")
     parser.add_argument("--rate", type=float,
                         help="total requests per second (default: as fast as replies come)")
@@ -86,7 +101,25 @@ def merged_latency(histograms: list[str]) -> dict:
     return latency
 
 
-def run_load(plan: Plan, driver: str = "threads", show_progress: bool = False) -> LoadResult:
+def client_cpu(cpu_s: float, wall_s: float, ceiling: int, wait_s: float | None = None) -> dict:
+    """How hard the load client itself worked, in CPUs kept busy on average over the run.
+
+    `cores` is what it used (its CPU seconds over the run's wall time). `waiting`
+    is how many more it was ready to use but waited for, other work having them
+    (Linux's run-queue time, summed over its threads, so a crowd of threads
+    waking together counts every one; None where the system does not say): a
+    client starved of CPU looks idle by its CPU time alone. `ceiling` is how many
+    it can use at all (one per interpreter with a GIL), `share` the first two over
+    the third, and `saturated` says the client, not the server, set the pace.
+    """
+    cores = cpu_s / wall_s if wall_s > 0 else 0.0
+    waiting = wait_s / wall_s if wall_s > 0 and wait_s is not None else None
+    share = round((cores + (waiting or 0.0)) / ceiling, 2)   # rounded first: the JSON agrees
+    return {"cores": round(cores, 2), "waiting": None if waiting is None else round(waiting, 2),
+            "ceiling": ceiling, "share": share, "saturated": share >= SATURATED}
+
+
+def run_load(plan: Plan, driver: str = DEFAULT_DRIVER, show_progress: bool = False) -> LoadResult:
     """Set up, run every client from one start line, merge, and judge. Raises OSError
     (or ConnectionError) when the server cannot be reached."""
     scenario = plan.scenario
@@ -100,7 +133,8 @@ def run_load(plan: Plan, driver: str = "threads", show_progress: bool = False) -
     progress = shared_progress(driver, plan.clients)
     indices = list(range(plan.clients))
     with _ProgressBar(progress, plan, enabled=show_progress):
-        outcomes = DRIVERS[driver](plan, indices, progress)
+        ran = DRIVERS[driver](plan, indices, progress)
+    outcomes = ran.outcomes
     # From the first client's start to the last reply: connecting and setting up are not
     # the load, and a late starter must not make the run look shorter than it was.
     took = max(o.ended for o in outcomes) - min(o.started for o in outcomes)
@@ -114,7 +148,8 @@ def run_load(plan: Plan, driver: str = "threads", show_progress: bool = False) -
     return LoadResult(scenario.name, plan.clients, driver, ops, sum(errors.values()), dict(errors),
                       round(took, 4), round(ops / took, 1) if took else 0.0,
                       merged_latency([o.histogram for o in outcomes]), invariant.as_dict(),
-                      scenario.figures(tallies, ops))
+                      scenario.figures(tallies, ops),
+                      client_cpu(ran.cpu_s, took, ran.ceiling, ran.wait_s))
 
 
 class _ProgressBar:
@@ -169,10 +204,22 @@ def render(result: LoadResult, console: Console) -> None:
                     for value in result.figures.values()),
                   *(f"{latency[k]:.3f}" for k in ("p50", "p90", "p99", "p999", "max")), errors)
     console.print(table)
+    console.print(client_cpu_line(result.client_cpu), highlight=False)
     invariant = result.invariant
     mark = "[green]holds[/]" if invariant["holds"] else "[red]BROKEN[/]"
     console.print(f"invariant {mark}: {invariant['detail']} "
                   f"(expected {invariant['expected']}, observed {invariant['observed']})")
+
+
+def client_cpu_line(cpu: dict) -> str:
+    """What the client's own CPU says about the figures above it."""
+    waited = f" + {cpu['waiting']:.2f} waited for" if cpu["waiting"] else ""
+    line = (f"client CPUs: {cpu['cores']:.2f} used{waited}, of {cpu['ceiling']} it can use "
+            f"({cpu['share']:.0%})")
+    if not cpu["saturated"]:
+        return f"[dim]{line}[/]"
+    return (f"[bold yellow]the client was the bottleneck[/]: {line}; these figures measure "
+            "the client, not the server")
 
 
 def json_path_problem(path: str | None) -> str | None:
@@ -193,6 +240,8 @@ def plan_from_options(options) -> Plan:
     scenario_class = SCENARIOS[options.scenario]
     if options.clients < 1 or options.pipeline < 1:
         raise ValueError("--clients and --pipeline must be at least 1")
+    if options.workers is not None and options.workers < 1:
+        raise ValueError("--workers must be at least 1")
     if options.rate is not None and options.rate <= 0:
         raise ValueError("--rate must be positive")
     if options.requests is None and options.duration is None:
@@ -206,7 +255,7 @@ def plan_from_options(options) -> Plan:
     scenario = scenario_class(options.clients, prefix=options.prefix)
     host, port = options.target
     return Plan(host, port, scenario, options.clients, options.requests, options.duration,
-                options.pipeline, options.rate, options.password)
+                options.pipeline, options.rate, options.password, workers=options.workers)
 
 
 def main(options) -> int:

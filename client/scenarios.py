@@ -1,15 +1,21 @@
 """What the load clients do, and how the result is judged: one class per scenario.
 
 A scenario is sans-io, like the server's core: it names the command a client
-sends next and judges each reply; the driver (threads, trio, processes) owns
-the sockets. Each client keeps its own `tally` (a plain dict, so a worker
-process can send it home), and `verdict` merges the tallies and reads the
-server's state back to say whether the invariant held.
+sends next and judges each reply; the driver (threads, trio, processes,
+selectors) owns the sockets. Each client keeps its own `tally` (a plain dict,
+so a worker process can send it home), and `verdict` merges the tallies and
+reads the server's state back to say whether the invariant held.
 
 Most requests are one command and one reply (`command`, then `check`). A
 conversational scenario's request is a dialogue (`exchange`): a generator that
 yields the commands of each step, is sent their replies, and returns what
 `check` judges; `cas` reads, computes and writes back that way.
+
+Replies arrive as hiredis reads them (loadgen.new_reply_reader) or, in tests,
+as shared.resp.ReplyParser does: errors are ReplyError values in both, and a
+scenario never compares a status (+OK is bytes in one, str in the other) and
+takes RESP2's two nulls through `is_null` (*-1 is None in one, NULL_ARRAY in
+the other).
 """
 
 from __future__ import annotations
@@ -19,6 +25,11 @@ from dataclasses import asdict, dataclass, field
 
 from contend.shared.commands.gil import work
 from contend.shared.resp import NULL_ARRAY, ReplyError
+
+
+def is_null(reply) -> bool:
+    """A null: $-1 or *-1 in RESP2 (*-1: BLPOP's timeout, a refused EXEC), _ in RESP3."""
+    return reply is None or reply is NULL_ARRAY
 
 
 @dataclass
@@ -150,7 +161,7 @@ class Cas(Scenario):
                 yield [("UNWATCH",)]   # a key left watched would abort a later request
                 return Attempts(failed, retries)
             *_queued, done = yield [("MULTI",), ("SET", key, int(value or 0) + 1), ("EXEC",)]
-            if done is not NULL_ARRAY and done is not None:   # RESP2 *-1, RESP3 _
+            if not is_null(done):
                 return Attempts(done, retries)   # the SET's [OK], or why EXEC refused
         return Attempts(None, self.max_retries + 1)
 
@@ -228,7 +239,7 @@ class Pool(Scenario):
         return ("POOL.USE", self.options.get("hold_ms", 1), 10)
 
     def check(self, reply, client, seq, tally):
-        if reply is None:
+        if is_null(reply):
             return "timeout"
         return super().check(reply, client, seq, tally)
 
@@ -292,7 +303,7 @@ class Queue(Scenario):
         if isinstance(reply, list):
             tally.setdefault("consumed", []).append(reply[1].decode())
             return None
-        if reply is NULL_ARRAY:
+        if is_null(reply):
             return None   # nothing to take before the timeout: not an error
         return super().check(reply, client, seq, tally)
 

@@ -171,7 +171,7 @@ def interrupt(process: subprocess.Popen) -> tuple[int, str]:
     return process.returncode, stderr
 
 
-@pytest.mark.parametrize("driver", ["threads", "trio", "processes"])
+@pytest.mark.parametrize("driver", ["threads", "trio", "processes", "selectors"])
 def test_ctrl_c_during_load_is_one_line_and_exit_130(locked_server, driver):
     """trio's driver raises it inside an exception group; the processes driver's workers,
     which a signal to the parent alone does not reach, are ended with it."""

@@ -1,16 +1,27 @@
 """`contend load` and `contend race`: verdicts checked against the server's own state,
-exit statuses, the JSON, and latency measured from the due time under a stall."""
+exit statuses, the JSON, latency measured from the due time under a stall, and the
+client's own CPU, which says when the client was the bottleneck."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 
 import pytest
+from rich.console import Console
 
-from contend.client.loadgen import ClientRun, Plan
-from contend.client.scenarios import Cas
-from contend.shared.resp import NULL_ARRAY, ReplyError, Simple, encode_command
+from contend.client.load import LoadResult, client_cpu, render
+from contend.client.loadgen import DRIVERS, ClientRun, Plan, new_reply_reader, shared_progress
+from contend.client.scenarios import SCENARIOS, Cas, Ping
+from contend.shared.resp import (
+    NEED_MORE,
+    NULL_ARRAY,
+    ReplyError,
+    ReplyParser,
+    Simple,
+    encode_command,
+)
 from tests.helpers import as_dict, info_field, wait_until
 from tests.servers import CONTEND, ROOT
 
@@ -41,14 +52,68 @@ def test_incr_verdict_matches_the_counters_read_back(server, tmp_path):
     assert f"{160 - counted} lost updates" in invariant["detail"]
 
 
-@pytest.mark.parametrize("driver", ["threads", "trio", "processes"])
-def test_every_driver_gets_an_exact_count_under_lock(server, tmp_path, driver):
+@pytest.mark.parametrize("driver, workers", [
+    ("threads", None), ("trio", None), ("processes", None), ("processes", "3"),
+    ("selectors", None), ("selectors", "1"), ("selectors", "3"),
+])
+def test_every_driver_gets_an_exact_count_under_lock(server, tmp_path, driver, workers):
     code, result = load(server, tmp_path, "--scenario", "incr", "--clients", "6",
-                        "--requests", "15", "--driver", driver)
+                        "--requests", "15", "--driver", driver,
+                        *(["--workers", workers] if workers else []))
     assert code == 0 and result["invariant"]["holds"] is True
     assert result["driver"] == driver and result["ops"] == 90 and result["errors"] == 0
     with server.raw() as client:
         assert sum(int(client.call("GET", f"contend:incr:{n}") or 0) for n in range(4)) == 90
+    cpu = result["client_cpu"]
+    assert cpu["cores"] >= 0 and cpu["ceiling"] >= 1
+    assert cpu["waiting"] is None or cpu["waiting"] >= 0
+    assert cpu["share"] == pytest.approx((cpu["cores"] + (cpu["waiting"] or 0)) / cpu["ceiling"],
+                                         abs=0.02)   # three roundings
+    assert cpu["saturated"] is (cpu["share"] >= 0.9)
+    if driver in ("threads", "trio") or workers == "1":
+        assert cpu["ceiling"] == 1   # one interpreter, one GIL
+
+
+def test_client_cpu_is_saturated_near_what_the_client_can_use():
+    assert client_cpu(0.95, 1.0, 1) == {"cores": 0.95, "waiting": None, "ceiling": 1,
+                                        "share": 0.95, "saturated": True}
+    assert client_cpu(0.85, 1.0, 1)["saturated"] is False
+    assert client_cpu(1.0, 1.0, 2)["saturated"] is False        # one of two workers' worth
+    assert client_cpu(3.7, 2.0, 2)["saturated"] is True         # 1.85 of 2
+    # Ready to run but kept off the CPU by other work: starved, still the bottleneck.
+    starved = client_cpu(0.4, 1.0, 1, wait_s=0.6)
+    assert starved["waiting"] == 0.6 and starved["saturated"] is True
+    assert client_cpu(0.2, 1.0, 1, wait_s=0.1)["saturated"] is False
+    assert client_cpu(0.0, 0.0, 1)["cores"] == 0.0              # a run too short to time
+
+
+def rendered(cpu: dict) -> str:
+    result = LoadResult("ping", 50, "threads", 1000, 0, {}, 1.0, 1000.0,
+                        dict.fromkeys(["p50", "p90", "p99", "p999", "max"], 1.0),
+                        {"holds": True, "expected": 0, "observed": 0, "detail": "0 errors"},
+                        client_cpu=cpu)
+    console = Console(record=True, width=200)
+    render(result, console)
+    return console.export_text()
+
+
+def test_the_table_says_when_the_client_was_the_bottleneck():
+    busy = rendered(client_cpu(0.97, 1.0, 1, wait_s=0.0))
+    assert "the client was the bottleneck" in busy and "0.97 used" in busy
+    idle = rendered(client_cpu(0.3, 1.0, 2, wait_s=0.1))
+    assert "bottleneck" not in idle and "0.30 used + 0.10 waited for, of 2" in idle
+
+
+@pytest.mark.parametrize("driver", sorted(DRIVERS))
+def test_every_driver_counts_a_reply_that_never_comes_as_a_timeout(driver):
+    """A listening socket that never accepts: the kernel completes the connections, takes
+    the PINGs, and nothing ever answers. Each client gives up after plan.timeout."""
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as mute:
+        plan = Plan("127.0.0.1", mute.getsockname()[1], Ping(2), 2, requests=3, timeout=0.3,
+                    workers=2)
+        ran = DRIVERS[driver](plan, [0, 1], shared_progress(driver, 2))
+    assert [outcome.errors for outcome in ran.outcomes] == [{"timeout": 1}, {"timeout": 1}]
+    assert all(outcome.ops == 0 for outcome in ran.outcomes)
 
 
 def test_bank_verdict_matches_an_audit(server, tmp_path):
@@ -165,7 +230,62 @@ def test_json_has_every_field(server, tmp_path):
         assert key in result
     assert set(result["latency_ms"]) >= {"p50", "p90", "p99", "p999", "max"}
     assert set(result["invariant"]) >= {"holds", "expected", "observed", "detail"}
-    assert result["ops"] == 10
+    assert set(result["client_cpu"]) == {"cores", "waiting", "ceiling", "share", "saturated"}
+    assert result["ops"] == 10 and result["driver"] == "selectors"
+
+
+# Every reply shape a scenario meets, as the server sends it.
+WIRE_REPLIES = [b"+OK\r\n", b"+PONG\r\n", b"+QUEUED\r\n", b":5\r\n", b":-3\r\n", b"$-1\r\n",
+                b"*-1\r\n", b"$2\r\n41\r\n", b"-ERR insufficient funds\r\n",
+                b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+                b"-ERR value is not an integer or out of range\r\n",
+                b"*2\r\n$13\r\ncontend:queue\r\n$3\r\n0:1\r\n", b"*1\r\n+OK\r\n",
+                b"*0\r\n", b"*1\r\n-ERR oops\r\n"]
+
+
+def parsed(wire: bytes, parser: str):
+    if parser == "hiredis":
+        reader = new_reply_reader()
+        reader.feed(wire)
+        reply = reader.gets()
+    else:
+        resp = ReplyParser()
+        resp.feed(wire)
+        reply = resp.next_reply()
+    assert reply is not NEED_MORE
+    return reply
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenarios_judge_hiredis_replies_as_they_judge_resp_parser_replies(name):
+    """The drivers read with hiredis, which gives +OK as bytes and *-1 as None where
+    shared.resp.ReplyParser gives str and NULL_ARRAY: every verdict must come out the same."""
+    scenario = SCENARIOS[name](4)
+    for wire in WIRE_REPLIES:
+        for client, seq in [(0, 0), (1, 3), (2, 7), (3, 8)]:
+            verdicts = []
+            for parser in ("hiredis", "resp"):
+                tally: dict = {}
+                if scenario.conversational:   # cas: the reply ends the second step
+                    run = ClientRun(Plan("127.0.0.1", 0, scenario, 4, requests=1), client, 0.0)
+                    run.next_batch(0.0)
+                    for position in range(2):
+                        run.on_reply(position, parsed(b"+OK\r\n" if position == 0
+                                                      else b"$1\r\n7\r\n", parser), 0.0)
+                    run.batch_done([0] * 8)
+                    run.next_batch(0.0)
+                    replies = [parsed(w, parser) for w in (b"+OK\r\n", b"+QUEUED\r\n", wire)]
+                    for position, reply in enumerate(replies):
+                        run.on_reply(position, reply, 0.0)
+                    verdicts.append((dict(run.outcome.errors), run.outcome.ops,
+                                     run.outcome.tally, run.exchange is None))
+                    continue
+                try:
+                    kind = scenario.check(parsed(wire, parser), client, seq, tally)
+                except (AttributeError, TypeError, IndexError, ValueError) as error:
+                    kind = f"raises {type(error).__name__}"   # a shape it never meets
+                verdicts.append((kind, tally))
+            assert verdicts[0] == verdicts[1], (name, wire, client, seq)
 
 
 @pytest.mark.parametrize("args", [
