@@ -32,18 +32,27 @@ whatever bytes, cut wherever.
 from __future__ import annotations
 
 import itertools
-import re
 from collections import deque
 
 import hiredis
 
 from contend.shared.resp import MULTIBULK_MAX, RequestParser
 
+
 # Seen anywhere in a chunk, the chunk goes to the reference: a byte that starts a RESP
 # type hiredis reads as bytes (or a set as a list) where a request may only have '$' bulk
 # strings; or an array (map, push) of a million elements or more, which hiredis makes
 # room for as soon as it reads the count, where Redis refuses past 1,048,576 at once.
-_NOT_FOR_HIREDIS = re.compile(rb"[+=(~|]|[*%>][0-9]{7}").search
+def _not_for_hiredis(data: bytes) -> bool:
+    seen = data.translate(_SCREEN)   # one pass in C: far cheaper than a regular expression
+    return b"+" in seen or b"*0000000" in seen
+
+
+# Each byte as _not_for_hiredis sees it: a digit as '0', what starts an aggregate as '*',
+# what starts a type hiredis reads as bytes as '+', anything else as '.'.
+_SCREEN = bytes(b"0"[0] if byte in b"0123456789" else b"*"[0] if byte in b"*%>"
+                else b"+"[0] if byte in b"+=(~|" else b"."[0] for byte in range(256))
+
 # A chunk this large could hold a command of more elements than Redis takes:
 _LARGEST_CHUNK = MULTIBULK_MAX
 # `$<length>\r\n<bytes>\r\n` costs len(bytes) + _BULK_COST[length] bytes (5 + its digits):
@@ -86,7 +95,7 @@ class HiredisRequestParser:
             reference.feed(data)
             return
         if (self.unauthenticated or data[:1] != b"*" or len(data) > _LARGEST_CHUNK
-                or len(data) > self.max_bulk or _NOT_FOR_HIREDIS(data)):
+                or len(data) > self.max_bulk or _not_for_hiredis(data)):
             reference.feed(data)   # not plain input, or before AUTH: the reference's limits
             return
         reader = self._reader

@@ -146,16 +146,16 @@ class Session:
         """What the model does next: run a Call, or NEED_DATA, FLUSH, CLOSE."""
         if self.call is not None:
             raise RuntimeError("the running Call has not ended")
-        client = self.client
+        client, state, parser = self.client, self.state, self.parser
         while not (self.peer_gone or client.closing):
-            chore = self.state.due_chore()   # server upkeep (active expiry), on this turn
-            if chore is not None:
+            # Server upkeep (active expiry), on this turn; only while some key has a time to live.
+            if state.keyspace.expires and (chore := state.due_chore()) is not None:
                 # In the server's mode now, not this client's last command's: its guard
                 # must exclude every command in flight.
-                client.sync = self.state.config.sync
+                client.sync = state.config.sync
                 self.call = Call(self, chore, b"chore")
                 return self.call
-            if self.out_size >= self.state.config.output_buffer_soft_limit:
+            if self.out_size >= state.config.output_buffer_soft_limit:
                 return FLUSH   # the client reads slower than it sends: let it catch up first
             argv = self._held_back
             if argv is not None:
@@ -163,8 +163,8 @@ class Session:
             else:
                 try:
                     # Before AUTH, Redis refuses large requests at their headers.
-                    self.parser.unauthenticated = not client.authenticated
-                    argv = self.parser.next_command()
+                    parser.unauthenticated = not client.authenticated
+                    argv = parser.next_command()
                 except ProtocolError as error:
                     if error.preauth:   # too large for a client that has not authenticated
                         client.preauth_refusals += 1
