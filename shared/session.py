@@ -148,8 +148,8 @@ class Session:
             raise RuntimeError("the running Call has not ended")
         client, state, parser = self.client, self.state, self.parser
         while not (self.peer_gone or client.closing):
-            # Server upkeep (active expiry), on this turn; only while some key has a time to live.
-            if state.keyspace.expires and (chore := state.due_chore()) is not None:
+            chore = state.due_chore()   # server upkeep (active expiry), on this turn
+            if chore is not None:
                 # In the server's mode now, not this client's last command's: its guard
                 # must exclude every command in flight.
                 client.sync = state.config.sync
