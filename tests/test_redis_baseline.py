@@ -118,7 +118,7 @@ def test_the_load_client_is_compared_with_redis_benchmarks_ping_of_its_own_round
 def test_the_section_names_the_command_the_machine_and_how_busy_it_was():
     figures = incr(REDIS, [100], [1.0]) + incr("threads", [50], [9.0])
     rounds = [redis_baseline.Round(1, "2026-11-26T05:00:00Z", (0.25, 0.5, 0.75),
-                                   (1.25, 0.75, 0.5), 42.0)]
+                                   (1.25, 0.75, 0.5), 42.0, 0.05)]
     about = {"command": "python -m contend.client.redis_baseline --rounds 1", "date": "today",
              "wall_s": 50, "python": "3.11.7", "redis_server": "7.0.15", "machine": "x86_64",
              "cpus": 2, "pinning": "not pinned", "requests": 100_000, "open_files": 65536,
@@ -126,16 +126,16 @@ def test_the_section_names_the_command_the_machine_and_how_busy_it_was():
     text = redis_baseline.section(about, rounds, summarise(figures))
     assert "`python -m contend.client.redis_baseline --rounds 1`" in text
     assert "redis-server 7.0.15" in text and "2 CPUs" in text and "not pinned" in text
-    assert "| 1 | 2026-11-26 05:00:00 | 0.25 0.50 0.75 | 1.25 0.75 0.50 | 42 s |" in text
+    assert "| 1 | 2026-11-26 05:00:00 | 5% | 0.25 0.50 0.75 | 1.25 0.75 0.50 | 42 s |" in text
     assert "| threads | `-c 50` | INCR | 50 | 0.50 | 0.50–0.50 |" in text
     assert "p99 within 5x redis-server's | 9.0 | 9.0–9.0 | **not met** |" in text
     assert "busy machine" not in text
     rounds.append(redis_baseline.Round(2, "2026-11-26T05:01:00Z", (3.5, 2.0, 1.0),
-                                       (3.0, 2.0, 1.0), 40.0))
+                                       (3.0, 2.0, 1.0), 40.0, 0.6))
     busy = redis_baseline.section({**about, "rounds": 2}, rounds, summarise(
         figures + [Figure(f.server, f.run, f.test, f.rps, f.p50_ms, f.p99_ms, 2)
                    for f in figures]))
-    assert "**A busy machine**: a round began with a one-minute load average of 3.5" in busy
+    assert "**A busy machine**: other work used 60% of the 2 CPUs just before a round" in busy
 
 
 # -- the section in the file ---------------------------------------------------------------
@@ -257,7 +257,12 @@ def test_one_small_round_writes_its_section_into_the_doc_and_json(tmp_path):
     assert figures["about"]["rounds"] == 1 and figures["about"]["cpus"] == os.cpu_count()
     (only,) = figures["rounds"]
     assert len(only["load_before"]) == len(only["load_after"]) == 3
+    assert 0 <= only["busy_before"] <= 1
     servers = [(f["server"], f["run"], f["test"]) for f in figures["figures"]]
     assert len(servers) == 13 and len(set(servers)) == 13   # 6 each, and the load client
     assert all(f["rps"] > 0 and f["p99_ms"] >= f["p50_ms"] > 0 for f in figures["figures"])
     assert {g["server"] for g in figures["goals"]} == {"selectors", LOAD_CLIENT}
+
+
+def test_others_busy_is_a_share_of_the_cpus():
+    assert 0.0 <= redis_baseline.others_busy(0.05) <= 1.0
