@@ -82,9 +82,12 @@ from contend.shared import effects as fx
 from contend.shared.commands.events import broken, parties_mismatch
 from contend.shared.effects import BarrierView
 from contend.shared.guards import EXCLUSIVE, KEY, KEYSPACE, LISTS, SHARED, Step, key_steps
+from contend.shared.resp import ReplyError
 from contend.shared.session import CLOSE, FLUSH, NEED_DATA, Call, Session
 from contend.shared.stalls import LoopStalls
 from contend.shared.state import ServerState
+from contend.shared.stepping import CUT_SHORT as STEP_CUT_SHORT
+from contend.shared.stepping import step_event
 from contend.shared.waiters import ListWaiter
 
 log = logging.getLogger("contend.asyncio")
@@ -588,9 +591,9 @@ class Server:
     async def _climb(self, conn: Connection, plan: Sequence[Step], position: int,
                      held: list) -> None:
         """The rest of the plan, from `position`: each step waits its turn if it must."""
-        for step in plan[position:]:
-            if step.window:
-                window = self.race_window(conn, None, held)   # holding the first key a while
+        for index, step in enumerate(plan[position:], position):
+            if step.window:   # holding the first key a while
+                window = self.race_window(conn, None, held, key_steps(plan[:index]))
                 if window is not None:
                     await window
             lock = self._lock_for(step)
@@ -636,7 +639,9 @@ class Server:
         held.append(lock)
         return True
 
-    def race_window(self, conn, effect, held):
+    def race_window(self, conn, effect, held, holds=None):
+        if self.config.stepping:
+            return self.wait_for_release(conn, effect, held, holds)
         if self.config.race_window_us:
             # Returned, not awaited here: the connection's task awaits it, and others
             # run meanwhile, between this command's read and its write.
@@ -644,6 +649,19 @@ class Server:
         # With window 0 there is no await between read and write, so no other
         # connection can run in between: even `sync off` counts exactly.
         return None
+
+    async def wait_for_release(self, conn: Connection, window, held, holds=None) -> None:
+        """Step mode: parked, holding the command's locks, until DEBUG.STEP RELEASE sets
+        its event. It waits as EVENT.WAIT does, so a client that leaves ends it too."""
+        step_id = conn.session.call.park_step(window, holds)
+        name = step_event(step_id)
+        try:
+            released = await self.event_wait(conn, fx.EventWait(name, None), held)
+        finally:
+            self.state.stepper.leave(step_id)
+            self.event_clear(conn, fx.EventClear(name), held)
+        if not released:
+            raise ReplyError(STEP_CUT_SHORT)
 
     # -- waiting, and noticing when the client hangs up ----------------------------
 

@@ -86,6 +86,7 @@ class Commons:
         self.keyspace, self.waiters = self.host.keyspace(), self.host.waiters()
         self.ledger, self.names = self.host.ledger(), self.host.names()
         self.settings, self.clients = self.host.settings(), self.host.clients()
+        self.stepper = self.host.stepper()
         # One reentrant lock over the keyspace, as in the threads model: BANK.TRANSFER
         # takes it, then its withdraw and deposit steps take it again.
         self.keyspace_lock = CONTEXT.RLock()
@@ -117,6 +118,7 @@ class ProcessState(ServerState):
     def __init__(self, config, commons: Commons, slot: int):   # no super(): nothing local
         self.config = config
         self.keyspace, self.waiters, self.ledger = commons.keyspace, commons.waiters, commons.ledger
+        self.stepper = commons.stepper
         self.clients: dict[int, Client] = {}
         self.figures, self.slot = commons.figures, slot
         self.stats = RowStats(commons.figures, slot)
@@ -521,6 +523,7 @@ class Server:
         commons, figures = self.commons, self.commons.figures
         with commons.books_lock:
             freed = commons.ledger.left_with(slot)
+        commons.stepper.left_with(slot)   # its parked commands died with it
         for _ in range(freed):
             commons.leases.release()
         # A multiprocessing.Condition's notify waits until each sleeper it wakes says so;

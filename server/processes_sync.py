@@ -34,6 +34,7 @@ from contend.shared.commands.events import broken, parties_mismatch
 from contend.shared.effects import BarrierView
 from contend.shared.keyspace import Keyspace
 from contend.shared.pool import LeaseLedger
+from contend.shared.stepping import Stepper
 from contend.shared.waiters import ListWaiter, ListWaiters
 
 # fork: each worker inherits the listening socket, the locks and the proxies as they
@@ -407,6 +408,7 @@ class Hosted:
     names: HostedNames
     settings: HostedSettings
     clients: HostedClients
+    stepper: Stepper
 
     @classmethod
     def make(cls, pool_size: int) -> None:
@@ -418,6 +420,7 @@ class Hosted:
         cls.names = HostedNames()
         cls.settings = HostedSettings()
         cls.clients = HostedClients()
+        cls.stepper = Stepper()   # step mode's parked commands, whichever worker runs them
 
 
 def _proxy_type(name: str, cls: type, extra: tuple[str, ...] = ()) -> type[BaseProxy]:
@@ -442,6 +445,7 @@ for _name, _cls, _extra in (("keyspace", Keyspace, ("clock",)),
                             ("ledger", HostedLedger, ()),
                             ("names", HostedNames, ()),
                             ("settings", HostedSettings, ()),
-                            ("clients", HostedClients, ())):
+                            ("clients", HostedClients, ()),
+                            ("stepper", Stepper, ())):
     Host.register(_name, callable=lambda name=_name: getattr(Hosted, name),
                   proxytype=_proxy_type(f"{_cls.__name__}Proxy", _cls, _extra))

@@ -66,6 +66,7 @@ from contend.shared.guards import EXCLUSIVE, KEY, KEYSPACE, SHARED, key_steps
 from contend.shared.session import CLOSE, FLUSH, NEED_DATA, Call, Session
 from contend.shared.stalls import LoopStalls
 from contend.shared.state import ServerState
+from contend.shared.stepping import step_event
 from contend.shared.waiters import ListWaiter
 
 log = logging.getLogger("contend.selectors")
@@ -609,10 +610,11 @@ class Server:
 
     def guard(self, conn: Connection, effect: fx.Guard):
         plan = conn.session.call.guard_plan(effect)
-        for step in plan:
-            if step.window:
-                # Hold the first key a while, so a crossing transfer takes its own meanwhile.
-                yield from self.race_window(conn, effect)
+        for position, step in enumerate(plan):
+            # Hold the first key a while, so a crossing transfer takes its own meanwhile.
+            if step.window and (yield from self.race_window(
+                    conn, None, key_steps(plan[:position]))) is CUT_SHORT:
+                return CUT_SHORT
             if step.lock == SHARED:
                 yield from self.keyspace_rw.acquire_shared()
                 conn.held.append(self.keyspace_rw.release_shared)
@@ -638,11 +640,26 @@ class Server:
             release = held.pop()
             release()
 
-    def race_window(self, conn: Connection, effect):
+    def race_window(self, conn: Connection, effect, holds=None):
+        if self.config.stepping:
+            return (yield from self.wait_for_release(conn, effect, holds))
         if self.config.race_window_us:
             # A timer, not time.sleep: the loop serves others meanwhile, and one of
             # them may write the key this command has read (the lost update).
             yield from self.loop.sleep(self.config.race_window)
+        return None
+
+    def wait_for_release(self, conn: Connection, window, holds=None):
+        """Step mode: parked, holding the command's locks, until DEBUG.STEP RELEASE sets
+        its event. It waits as EVENT.WAIT does, so a client that leaves ends it too."""
+        step_id = conn.session.call.park_step(window, holds)
+        name = step_event(step_id)
+        try:
+            released = yield from self.event_wait(conn, fx.EventWait(name, None))
+        finally:
+            self.state.stepper.leave(step_id)
+            self.event_clear(conn, fx.EventClear(name))
+        return CUT_SHORT if released is not True else None
 
     # -- the pool: a Semaphore bounds it, the ledger names the holders ------------------------
 

@@ -45,8 +45,11 @@ from contend.shared import effects as fx
 from contend.shared.commands.events import broken, parties_mismatch
 from contend.shared.effects import BarrierView
 from contend.shared.guards import EXCLUSIVE, KEY, SHARED, Step, key_steps
+from contend.shared.resp import ReplyError
 from contend.shared.session import CLOSE, FLUSH, NEED_DATA, Call, Session
 from contend.shared.state import ServerState
+from contend.shared.stepping import CUT_SHORT as STEP_CUT_SHORT
+from contend.shared.stepping import step_event
 from contend.shared.waiters import ListWaiter
 
 log = logging.getLogger("contend.threads")
@@ -266,8 +269,8 @@ class Server:
                 conn.held.enter_context(self.keyspace_lock)
 
     def _lock_key(self, conn: Connection, step: Step, plan: Sequence[Step]) -> None:
-        if step.window:
-            self.race_window(conn, None)   # unordered: holding the first lock a while
+        if step.window:   # unordered: holding the first lock a while
+            self.race_window(conn, None, key_steps(plan[:plan.index(step)]))
         lock = self.key_locks.want(step.key)
         if not step.patience:
             lock.acquire()   # striped: every thread climbs the same sorted ladder, no cycle
@@ -277,9 +280,25 @@ class Server:
             raise fx.deadlock(step.key, key_steps(plan), self.config.deadlock_timeout_ms)
         conn.held.callback(lock.release)
 
-    def race_window(self, conn, effect) -> None:
-        if self.config.race_window_us:
+    def race_window(self, conn, effect, holds=None) -> None:
+        if self.config.stepping:
+            self.wait_for_release(conn, effect, holds)
+        elif self.config.race_window_us:
             time.sleep(self.config.race_window)   # another thread may run between read and write
+
+    def wait_for_release(self, conn: Connection, window: fx.RaceWindow | None, holds=None) -> None:
+        """Step mode: parked, holding the command's locks, until DEBUG.STEP RELEASE sets
+        its event. It waits as EVENT.WAIT does, so a client that leaves ends it too."""
+        stepper = self.state.stepper
+        step_id = conn.session.call.park_step(window, holds)
+        name = step_event(step_id)
+        try:
+            released = self.event_wait(conn, fx.EventWait(name, None))
+        finally:
+            stepper.leave(step_id)
+            self.event_clear(conn, fx.EventClear(name))
+        if not released:
+            raise ReplyError(STEP_CUT_SHORT)
 
     # -- waiting, and being woken when the client hangs up ----------------------
 

@@ -17,6 +17,7 @@ from contend.shared.resp import ReplyError
 SYNC_MODES = ("off", "lock", "striped", "unordered")
 MODEL_NAMES = ("threads", "selectors", "trio", "asyncio", "processes")
 LOOPS = ("asyncio", "uvloop")   # the asyncio model's event loop: the standard one, or uvloop
+RACE_WINDOW_MODES = ("timed", "step")   # race-window-us wide, or parked until released
 PARSERS = ("python", "hiredis")  # how requests are framed: resp.py, or hiredis_parser.py
 
 
@@ -38,6 +39,7 @@ class Config:
     pool_size: int = 4
     sync: str = "lock"
     race_window_us: int = 0
+    race_window_mode: str = "timed"          # RACE_WINDOW_MODES: a timed window, or step mode
     deadlock_timeout_ms: int = 1000
     requirepass: str = ""
     proto_max_bulk_len: int = 512 * 1024 * 1024
@@ -62,6 +64,16 @@ class Config:
     def race_window(self) -> float:
         """The race window in seconds."""
         return self.race_window_us / 1_000_000
+
+    @property
+    def stepping(self) -> bool:
+        """Step mode: a command parks in its race window until DEBUG.STEP RELEASE."""
+        return self.race_window_mode == "step"
+
+    @property
+    def no_window(self) -> bool:
+        """Commands run straight from a read to its write: no wait, no park."""
+        return not self.race_window_us and self.race_window_mode != "step"
 
     # -- CONFIG GET / CONFIG SET -------------------------------------------
 
@@ -141,6 +153,7 @@ def _only(allowed: str):
 _PARAMETERS = {
     "sync": ("sync", _choice(*SYNC_MODES)),
     "race-window-us": ("race_window_us", _integer(0, 10_000_000)),
+    "race-window": ("race_window_mode", _choice(*RACE_WINDOW_MODES)),
     "deadlock-timeout-ms": ("deadlock_timeout_ms", _integer(1, 3_600_000)),
     "pool-size": ("pool_size", _integer(1, 1_000_000)),
     "maxclients": ("maxclients", _integer(1, 1_000_000)),
@@ -214,6 +227,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leases in the POOL.* resource pool (default: 4)")
     parser.add_argument("--sync", choices=SYNC_MODES, default="lock",
                         help="how shared state is guarded (default: lock)")
+    parser.add_argument("--race-window", dest="race_window_mode", choices=RACE_WINDOW_MODES,
+                        default="timed", help="timed: the window is --race-window-us wide; "
+                        "step: a command parks in it until DEBUG.STEP RELEASE (default: timed)")
     parser.add_argument("--race-window-us", dest="race_window_us",
                         type=_setting("race-window-us"), default=0,
                         help="microseconds between a read and its write (default: 0)")

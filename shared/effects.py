@@ -64,7 +64,9 @@ def deadlock(key: bytes, order: list[bytes], timeout_ms: int) -> ReplyError:
 
 @dataclass(slots=True)
 class RaceWindow(Effect[None]):
-    """The gap between a read and its write; race-window-us wide."""
+    """The gap between a read and its write; race-window-us wide, or, in step mode,
+    until a student releases it. `read` is what the command has read (DEBUG.STEP LIST)."""
+    read: bytes | int | None = None
 
 
 @dataclass(slots=True)

@@ -54,6 +54,7 @@ from contend.shared.effects import ALL_KEYS, Effect, Guard, PopWait, RaceWindow
 from contend.shared.guards import Step, lock_plan
 from contend.shared.resp import NO_REPLY, ProtocolError, ReplyError, RequestParser, encode
 from contend.shared.state import ServerState, Transaction
+from contend.shared.stepping import describe
 
 if TYPE_CHECKING:
     from contend.shared.config import Config
@@ -189,7 +190,7 @@ class Session:
             except Exception as error:
                 outcome = self._internal_error(argv[0], error)
             if type(outcome) is GeneratorType:
-                self.call = Call(self, outcome, argv[0])
+                self.call = Call(self, outcome, argv[0], argv)
                 client.running = True
                 return self.call
             self._reply(outcome)
@@ -328,12 +329,14 @@ class Call:
     the model then releases whatever guards the command still holds.
     """
 
-    __slots__ = ("session", "steps", "name", "_guarded", "_lists")
+    __slots__ = ("session", "steps", "name", "argv", "_guarded", "_lists")
 
-    def __init__(self, session: Session, steps: Generator[Effect[Any], Any, Any], name: bytes):
+    def __init__(self, session: Session, steps: Generator[Effect[Any], Any, Any], name: bytes,
+                 argv: list[bytes] | None = None):
         self.session = session
         self.steps = steps
         self.name = name
+        self.argv = argv or [name]   # as the client sent it (DEBUG.STEP LIST shows it)
         self._guarded: Any = _NOTHING   # the keys its guards cover: a frozenset or _EVERY_KEY
         self._lists = False             # its guards hold the lists' lock too
 
@@ -346,7 +349,7 @@ class Call:
                 effect = self.steps.send(value)
             # A window 0 wide is no window in any model: the command runs straight on
             # from its read to its write, and the model is not asked to wait at all.
-            while type(effect) is RaceWindow and not self.session.state.config.race_window_us:
+            while type(effect) is RaceWindow and self.session.state.config.no_window:
                 effect = self.steps.send(None)
         except StopIteration as done:
             reply = done.value
@@ -369,6 +372,26 @@ class Call:
         if self.session.call is self:
             self.session.call = None
             self.session.client.running = False
+
+    def park_step(self, window: RaceWindow | None, holds: Sequence[bytes] | None = None) -> int:
+        """Step mode: put this command on the book of parked commands, as it reaches its
+        race window (`window`), or the window between two key locks in `unordered` mode
+        (`holds`: the keys taken so far). The model then waits on step_event(id)."""
+        client = self.session.client
+        read = window.read if window is not None else None
+        if holds is not None:
+            held = "key:" + ",".join(key.decode("utf-8", "replace") for key in holds)
+        elif client.sync == "off":
+            held = "nothing"
+        elif client.sync == "lock" or self._guarded is _EVERY_KEY:
+            held = "keyspace"
+        else:
+            held = "key:" + ",".join(sorted(key.decode("utf-8", "replace")
+                                            for key in self._guarded))
+        shown = "" if read is None else (read.decode("utf-8", "replace")
+                                         if isinstance(read, bytes) else str(read))
+        return self.session.state.stepper.park(client.id, describe(self.argv), shown, held,
+                                               getattr(self.session.state, "slot", None))
 
     def guard_plan(self, guard: Guard) -> Sequence[Step]:
         """The locks to take for `guard`, in the one order (shared/guards.py)."""

@@ -16,6 +16,7 @@ from itertools import count
 from contend.shared.config import Config
 from contend.shared.keyspace import Keyspace
 from contend.shared.pool import LeaseLedger
+from contend.shared.stepping import Stepper
 from contend.shared.waiters import ListWaiters
 
 VERSION = "0.1.0"
@@ -60,6 +61,7 @@ class ServerState:
         self.keyspace = Keyspace()
         self.waiters = ListWaiters(self.keyspace)
         self.ledger = LeaseLedger(config.pool_size)
+        self.stepper = Stepper()      # step mode's parked commands (shared/stepping.py)
         self.clients: dict[int, Client] = {}
         self.stats = Stats()
         self.started = time.time()

@@ -99,7 +99,7 @@ def server(contend_server):
     with contend_server.raw() as client:
         client.call("FLUSHALL")
         client.call("CONFIG", "SET", "sync", "lock", "race-window-us", "0", "pool-size", "4",
-                    "deadlock-timeout-ms", "1000")
+                    "deadlock-timeout-ms", "1000", "race-window", "timed")
         client.call("CONFIG", "RESETSTAT")
     return contend_server
 

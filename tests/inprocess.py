@@ -49,6 +49,7 @@ from contend.shared.info import render_info
 from contend.shared.resp import NEED_MORE, ReplyError, ReplyParser, encode_command
 from contend.shared.session import CLOSE, FLUSH, NEED_DATA, Call, Session
 from contend.shared.state import ServerState
+from contend.shared.stepping import step_event
 from contend.shared.waiters import ListWaiter
 
 # The fake clock's start, as Unix time in ms (2023-11-14), so that EXPIREAT and SET PXAT
@@ -400,9 +401,9 @@ class InProcess:
     def guard(self, conn: Connection, effect: fx.Guard):
         nested = bool(conn.held)
         plan = conn.running.guard_plan(effect)
-        for step in plan:
+        for position, step in enumerate(plan):
             if step.window:   # `unordered`: hold the first lock a while, so crossings deadlock
-                yield from self.race_window(conn, None)
+                yield from self.race_window(conn, None, key_steps(plan[:position]))
             lock = self._lock_for(step)
             shared = step.lock == SHARED
             reentry = conn in lock.holders
@@ -462,9 +463,21 @@ class InProcess:
         if lock.key is not None and not lock.holders and not lock.queue:
             del self.key_locks[lock.key]   # a key lock lives only while held or wanted
 
-    def race_window(self, conn: Connection, effect: fx.RaceWindow | None):
-        if self.config.race_window_us:
+    def race_window(self, conn: Connection, effect: fx.RaceWindow | None, holds=None):
+        if self.config.stepping:
+            yield from self.wait_for_release(conn, effect, holds)
+        elif self.config.race_window_us:
             yield from self._park(conn, "race window", self.config.race_window)
+
+    def wait_for_release(self, conn: Connection, window: fx.RaceWindow | None, holds=None):
+        """As every model parks a step: on its named event, holding its locks."""
+        step_id = conn.running.park_step(window, holds)
+        name = step_event(step_id)
+        try:
+            yield from self.event_wait(conn, fx.EventWait(name, None))
+        finally:
+            self.state.stepper.leave(step_id)
+            self.event_clear(conn, fx.EventClear(name))
 
     # -- waiting ------------------------------------------------------------------------
 

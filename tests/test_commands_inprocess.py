@@ -156,6 +156,10 @@ SCRIPTS = {
     "event.isset": [(["EVENT.ISSET", "e"], 0), (["EVENT.SET", "e"], 0), (["EVENT.ISSET", "e"], 1)],
     "event.wait": [(["EVENT.WAIT", "e", "0.25"], 0),
                    (["EVENT.WAIT", "e", "x"], error("ERR timeout"))],
+    "debug.step": [(["DEBUG.STEP", "LIST"], b""), (["DEBUG.STEP", "RELEASE", "ALL"], 0),
+                   (["DEBUG.STEP", "RELEASE", "7"], error("ERR no command is parked with id 7")),
+                   (["DEBUG.STEP", "RELEASE", "x"], error("ERR the id")),
+                   (["DEBUG.STEP", "NOPE"], error("ERR unknown subcommand"))],
     "work": [(["WORK", "2"], work(2)), (["WORK", "-1"], error("ERR units"))],
     "sleep": [(["SLEEP", "10"], "OK"), (["SLEEP", "x"], error("ERR value"))],
 }

@@ -18,6 +18,7 @@ from contend.shared.commands import (  # noqa: F401
     lists,
     pool,
     server,
+    stepping,
     strings,
     transactions,
 )

@@ -22,7 +22,7 @@ INSUFFICIENT_FUNDS = "ERR insufficient funds"
 def deposit_steps(keyspace, account: bytes, amount: int):
     yield Guard((account,))
     balance = keyspace.read_int(account)
-    yield RaceWindow()
+    yield RaceWindow(read=balance)
     balance = checked_add(balance, amount)
     keyspace.write_int(account, balance)
     return balance
@@ -31,7 +31,7 @@ def deposit_steps(keyspace, account: bytes, amount: int):
 def withdraw_steps(keyspace, account: bytes, amount: int):
     yield Guard((account,))
     balance = keyspace.read_int(account)
-    yield RaceWindow()   # sync off: another withdrawal may pass the same check here
+    yield RaceWindow(read=balance)   # sync off: another withdrawal may pass the same check here
     if balance < amount:
         raise ReplyError(INSUFFICIENT_FUNDS)
     keyspace.write_int(account, balance - amount)

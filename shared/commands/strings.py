@@ -147,7 +147,7 @@ def add(keyspace, key: bytes, delta: int):
     """Read, widen the race window, write: the read-modify-write the race lab is about."""
     yield Guard((key,))
     value = keyspace.read_int(key)
-    yield RaceWindow()   # with sync off, another client may write here and be overwritten
+    yield RaceWindow(read=value)   # with sync off, another client may write here and be overwritten
     value = checked_add(value, delta)
     keyspace.write_int(key, value)
     return value
