@@ -19,7 +19,8 @@ COPY server ./server
 COPY client ./client
 COPY shared ./shared
 COPY contend ./contend
-RUN pip install . && rm -rf /src
+# With Locust, so the compose profile `locust` runs a master and workers from this image too.
+RUN pip install '.[locust]' && rm -rf /src
 
 # A server that only needs to listen on a high port has no reason to be root.
 RUN useradd --create-home --uid 10001 contend

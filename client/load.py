@@ -10,6 +10,7 @@ be reached or refuses us (NOAUTH: it wants --password), 130 on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -87,6 +88,24 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
                         help="key prefix, so several load runs can share one server "
                              "(default: contend)")
     parser.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    # Declared here, run by client/locust_load.py: importing Locust patches the standard
+    # library for gevent, which the other drivers must never get.
+    spread = parser.add_argument_group(
+        "across processes and machines, on Locust (pip install 'contend[locust]')")
+    role = spread.add_mutually_exclusive_group()
+    role.add_argument("--locust-master", action="store_true",
+                      help="run the clients on Locust workers: wait for --expect-workers, "
+                           "spread --clients over them, merge, judge here")
+    role.add_argument("--locust-worker", action="store_true",
+                      help="be one of those workers: run the clients the master hands this "
+                           "process (the master decides everything else)")
+    spread.add_argument("--locust-address", type=parse_target, default=("127.0.0.1", 5557),
+                        metavar="HOST:PORT",
+                        help="where the master listens for workers (0.0.0.0:5557 takes them "
+                             "from other machines) or where a worker finds it "
+                             "(default: 127.0.0.1:5557)")
+    spread.add_argument("--expect-workers", type=int, default=1,
+                        help="workers the master waits for before it starts (default: 1)")
 
 
 def merged_latency(histograms: list[str]) -> dict:
@@ -258,21 +277,34 @@ def plan_from_options(options) -> Plan:
                 options.pipeline, options.rate, options.password, workers=options.workers)
 
 
-def main(options) -> int:
-    console = Console()
-    err = Console(stderr=True)
-
-    def fail(problem: str, status: int) -> int:
-        err.print(f"contend load: {problem}", markup=False, highlight=False, soft_wrap=True)
-        return status
-
-    try:
-        plan = plan_from_options(options)
-    except ValueError as problem:
-        return fail(str(problem), 2)
+def checked_plan(options) -> Plan:
+    """The plan the options describe; ValueError saying what is wrong with them (exit 2)."""
+    plan = plan_from_options(options)
     problem = json_path_problem(options.json)
     if problem:
-        return fail(problem, 2)
+        raise ValueError(problem)
+    return plan
+
+
+def fail(problem: str, status: int) -> int:
+    """One line on stderr for a run that cannot go on; returns the exit status to give."""
+    Console(stderr=True).print(f"contend load: {problem}", markup=False, highlight=False,
+                               soft_wrap=True)
+    return status
+
+
+def main(options) -> int:
+    console = Console()
+    if options.locust_master or options.locust_worker:
+        if importlib.util.find_spec("locust") is None:
+            return fail("--locust-master and --locust-worker need Locust: "
+                        "pip install 'contend[locust]' (from the repository: '.[locust]')", 2)
+        from contend.client.locust_load import main as locust_main
+        return locust_main(options)
+    try:
+        plan = checked_plan(options)
+    except ValueError as problem:
+        return fail(str(problem), 2)
     try:
         result = run_load(plan, options.driver, show_progress=True)
     except KeyboardInterrupt:

@@ -1,8 +1,9 @@
 """`python3 -m tests`: install what the tests need, then run them all.
 
 On a fresh machine with Python 3 and pip this installs contend with its test
-extras, and Debian's redis-server and redis-tools (the reference server and
-the real clients the suite talks to), docker-compose, docker.io and debootstrap
+extras (and Locust, `.[locust]`, for tests/test_locust.py), and Debian's
+redis-server and redis-tools (the reference server and the real clients the
+suite talks to), docker-compose, docker.io and debootstrap
 (tests/test_compose_engine.py starts a real engine on a base image it builds),
 and tmux (tests/test_top.py) when they are missing, then runs
 the linters (ruff over the repository, mypy over shared/: tests/lint.py) and pytest.
@@ -10,7 +11,8 @@ the linters (ruff over the repository, mypy over shared/: tests/lint.py) and pyt
 Then the same suite again on a free-threaded CPython (PEP 703), the GIL off:
 scripts/free-threaded-python.sh finds one or builds it once per machine (about
 ten minutes, cached in /opt/python3.13t); contend and its test extras go into
-it too. `CONTEND_FREE_THREADED=skip` leaves that run out (it is never skipped
+it too (not Locust: gevent has no wheel for it, and tests/test_locust.py
+skips). `CONTEND_FREE_THREADED=skip` leaves that run out (it is never skipped
 under CI, where a failure to get the interpreter fails the run).
 Arguments go to pytest: `python3 -m tests -m "not slow"` is the fast tier.
 """
@@ -97,7 +99,9 @@ def main(argv: list[str]) -> int:
     if externally_managed():
         into_a_venv(argv)
     install_tools()
-    run(sys.executable, "-m", "pip", "install", "-q", "-e", ".[test,lint]")
+    # Locust (tests/test_locust.py) on this interpreter only: gevent, which it needs, has no
+    # wheel for the free-threaded one, whose run skips those tests.
+    run(sys.executable, "-m", "pip", "install", "-q", "-e", ".[test,lint,locust]")
     free_threaded = free_threaded_python()
     env = dict(os.environ)
     if free_threaded:

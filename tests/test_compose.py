@@ -29,6 +29,7 @@ from contend.server import MODEL_MODULES
 from tests.servers import CONTEND, ROOT, free_port
 
 COMPOSE_PORT = "7070"   # every server listens on it inside its own container
+PROFILES = ["--profile", "bench", "--profile", "load", "--profile", "locust"]
 # A shell would end the string at the `"` and run the `$(...)`: settings must reach
 # a service's script through its environment, never pasted into it.
 PASSWORD = 'class "room" $(exit 7) secret'
@@ -49,7 +50,7 @@ def docker_compose(*args: str, env: dict | None = None) -> subprocess.CompletedP
 
 def resolved_config(**env: str) -> dict:
     """The compose file as docker-compose itself reads it, variables substituted."""
-    done = docker_compose("--profile", "bench", "--profile", "load", "config", env=env)
+    done = docker_compose(*PROFILES, "config", env=env)
     assert done.returncode == 0, done.stderr
     return yaml.safe_load(done.stdout)
 
@@ -65,7 +66,7 @@ def dockerfile_entrypoint() -> list[str]:
 
 def test_docker_compose_config_accepts_the_file():
     for env in ({}, {"CONTEND_PASSWORD": PASSWORD, "TARGET": "trio", "CONTEND_SYNC": "off"}):
-        done = docker_compose("--profile", "bench", "--profile", "load", "config", "-q", env=env)
+        done = docker_compose(*PROFILES, "config", "-q", env=env)
         assert done.returncode == 0, done.stderr
 
 
@@ -82,7 +83,8 @@ def test_up_with_no_profile_starts_only_the_servers():
 def test_one_service_builds_the_image_the_others_run():
     services = resolved_config()["services"]
     contend = [name for name, spec in services.items() if spec["image"] == "contend:latest"]
-    assert sorted(contend) == sorted([*MODEL_MODULES, "load", "bench"])
+    assert sorted(contend) == sorted([*MODEL_MODULES, "load", "bench", "locust-master",
+                                      "locust-worker"])
     assert [name for name in services if "build" in services[name]] == ["threads"]
     # The builder keeps the default policy (build when missing); the rest wait for it.
     assert "pull_policy" not in services["threads"]
@@ -120,6 +122,44 @@ def test_each_load_replica_has_its_own_key_prefix():
     """Replicas sharing keys would reset and move each other's money: `bank` fails."""
     script = resolved_config()["services"]["load"]["command"][0]
     assert '--prefix "$${PREFIX:-$$HOSTNAME}"' in script
+
+
+def test_locust_profile_runs_a_master_and_as_many_workers_as_it_waits_for():
+    """`WORKERS=3 docker compose --profile locust up --exit-code-from locust-master`."""
+    services = resolved_config(WORKERS="3")["services"]
+    master, worker = services["locust-master"], services["locust-worker"]
+    assert master["profiles"] == worker["profiles"] == ["locust"]
+    assert worker["scale"] == 3 and master["environment"]["WORKERS"] == "3"
+    script = master["command"][0]
+    assert master["entrypoint"] == ["sh", "-c"] and script.startswith("exec contend load ")
+    assert "--locust-master --locust-address 0.0.0.0:5557" in script
+    assert '--expect-workers "$$WORKERS"' in script
+    assert '--prefix "$${PREFIX:-$$HOSTNAME}"' in script
+    # A worker needs only where the master is; the master hands it the rest.
+    assert worker["command"] == ["load", "--locust-worker", "--locust-address",
+                                 "locust-master:5557"]
+    assert "entrypoint" not in worker and "environment" not in worker
+    assert master["depends_on"] == {name: {"condition": "service_healthy"} for name in SERVERS}
+    assert worker["depends_on"] == {"locust-master": {"condition": "service_started"}}
+    # Workers scale: nothing fixed. The master's port is published like the servers'.
+    assert "ports" not in worker and "container_name" not in worker
+    assert master["ports"][0].startswith("127.0.0.1:5557:5557")
+
+
+def test_locust_master_takes_its_settings_from_the_environment_only():
+    marker = 'pw"$(touch hacked)'
+    services = resolved_config(CONTEND_PASSWORD=marker, TARGET="trio", SCENARIO="bank",
+                               CLIENTS="33", DURATION="4242", PREFIX="mine",
+                               WORKERS="5")["services"]
+    master = services["locust-master"]
+    script = master["command"][0]
+    assert "pw" not in script and "hacked" not in script
+    for value in ("trio", "bank", "33", "4242", "mine", "5"):
+        assert not re.search(rf"\b{value}\b", script), (value, script)
+    assert master["environment"] == {
+        "CONTEND_PASSWORD": marker.replace("$", "$$"), "TARGET": "trio:7070",
+        "SCENARIO": "bank", "CLIENTS": "33", "DURATION": "4242", "PREFIX": "mine",
+        "WORKERS": "5"}
 
 
 def test_redis_turns_protected_mode_off_itself():
@@ -176,7 +216,8 @@ def test_model_servers_turn_protected_mode_off_inside_their_containers():
 def test_the_dockerfile_runs_contend_as_a_user_not_root():
     text = (ROOT / "Dockerfile").read_text()
     assert dockerfile_entrypoint() == ["contend"]
-    assert "pip install ." in text and "\nUSER contend" in text
+    # with the locust extra: the compose profile `locust` runs master and workers from it
+    assert "pip install '.[locust]'" in text and "\nUSER contend" in text
     assert text.startswith("#") and "FROM python:3.11-slim" in text
 
 

@@ -9,6 +9,7 @@ profiles) bring up the classroom the way the README says:
 - one load run per server, its exit status passed through (--exit-code-from);
 - `--scale load=3` with the bank scenario, each replica's invariant holding;
 - the bench profile, every server in turn;
+- the locust profile: a master and two worker containers, one verdict;
 - a failing load run fails `up`.
 
 No image can be pulled here, so the base images are built from Debian: a
@@ -150,7 +151,7 @@ class Classroom:
                 **settings: str) -> subprocess.CompletedProcess:
         env = {**self.engine.env, "CONTEND_PASSWORD": PASSWORD, "CONTEND_PUBLISH": self.publish,
                "COMPOSE_PROJECT_NAME": PROJECT, **settings}
-        for name in ("TARGET", "SCENARIO", "CLIENTS", "DURATION", "PREFIX"):
+        for name in ("TARGET", "SCENARIO", "CLIENTS", "DURATION", "PREFIX", "WORKERS"):
             if name not in settings:
                 env.pop(name, None)   # the file's defaults, not whatever this shell has
         return subprocess.run(["docker-compose", "--project-directory", str(ROOT),
@@ -264,6 +265,17 @@ def test_bench_profile_runs_every_server_in_turn(classroom):
     for service in SERVERS:
         assert f"== {service}:7070" in done.stdout, done.stdout
     assert done.stdout.count("invariant holds") == len(SERVERS), done.stdout
+
+
+def test_locust_profile_runs_a_master_and_scaled_workers_with_one_verdict(classroom):
+    """The README's `WORKERS=2 docker compose --profile locust up --exit-code-from
+    locust-master locust-master locust-worker`: one incr load from two worker containers."""
+    done = classroom.compose("--profile", "locust", "up", "--exit-code-from", "locust-master",
+                             "locust-master", "locust-worker", TARGET="selectors",
+                             SCENARIO="incr", CLIENTS="4", DURATION="2", WORKERS="2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "invariant holds" in done.stdout, done.stdout
+    assert len(classroom.containers("locust-worker", every=True)) == 2
 
 
 def test_a_failing_load_run_fails_up(classroom):
