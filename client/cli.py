@@ -7,6 +7,8 @@
     contend bench   models x client counts x scenarios: a table, CSV/JSON, charts
     contend ping    one PING (exit 0 on PONG): the compose healthchecks
     contend top     a live dashboard of one or more servers, from INFO
+    contend grade   staged checks of any RESP server (your own too): a report card
+    contend step    you are the scheduler: park, list and release commands one by one
 
 Exit status, every subcommand: 0 done (and the lesson held), 1 an invariant broke,
 2 a usage error, 3 cannot connect or cannot listen, 130 interrupted (Ctrl-C). Each
@@ -62,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     top = commands.add_parser("top", help="a live dashboard of one or more servers (INFO)")
     from contend.client.top import add_top_arguments
     add_top_arguments(top)
+    grade = commands.add_parser("grade", help="staged checks of any RESP server: a report card")
+    from contend.client.grade import add_grade_arguments
+    add_grade_arguments(grade)
+    step = commands.add_parser("step", help="you are the scheduler: release parked commands "
+                                            "one at a time (a server in step mode)")
+    from contend.client.step import add_step_arguments
+    add_step_arguments(step)
     return parser
 
 
@@ -124,6 +133,12 @@ def run(options: argparse.Namespace) -> int:
     if options.command == "top":
         from contend.client.top import main as top_main
         return top_main(options)
+    if options.command == "grade":
+        from contend.client.grade import main as grade_main
+        return grade_main(options)
+    if options.command == "step":
+        from contend.client.step import main as step_main
+        return step_main(options)
     return 2
 
 

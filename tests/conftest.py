@@ -65,12 +65,17 @@ SLOW_FIXTURES = {"redis_server", "shared_servers", "contend_server", "target", "
 # ...or lives in a module whose every test starts servers or subprocesses...
 SLOW_MODULES = {"test_demo", "test_compose", "test_load", "test_real_clients",
                 "test_server_lifecycle", "test_misbehaving_clients",
-                "test_protocol_robustness", "test_race_lab", "test_seam", "test_free_threaded"}
+                "test_protocol_robustness", "test_race_lab", "test_seam", "test_free_threaded",
+                "test_locust"}
 # ...or is one of these, in modules whose other tests read files or call functions.
 SLOW_TESTS = {"test_bench": {"test_tiny_matrix_writes_table_csv_json_and_charts",
                              "test_without_matplotlib_it_says_how_to_install_and_writes_the_rest"},
               "test_labs": {"test_lab_sheet_runs_as_written"},
               "test_hiredis_parser": {"test_parser_flag_is_what_info_reports_and_both_frame_alike"},
+              "test_step_cli": {"test_usage_errors_are_one_line_and_exit_2",
+                                "test_an_unreachable_target_is_one_line_and_exit_3"},
+              "test_grade": {
+                  "test_racy_server_passes_ping_and_fails_the_incr_stage_with_its_lost_updates"},
               "test_redis_baseline": {
                   "test_one_small_round_writes_its_section_into_the_doc_and_json",
                   "test_a_client_past_its_timeout_is_killed_with_what_it_started"},

@@ -57,7 +57,7 @@ EXPECT = re.compile(r"<!--\s*expect(-not)?:\s*(.*?)\s*-->")
 EXIT_STATUS = re.compile(r"\s+#\s*exit status ([\d ,or]+)$")
 SERVER_PORT = re.compile(r"--port\s+(\d+)")
 # Commands that reach a server the sheet started: they must name its port.
-CLIENTS = re.compile(r"\b(redis-cli|redis-benchmark|contend (?:load|ping))\b")
+CLIENTS = re.compile(r"\b(redis-cli|redis-benchmark|contend (?:load|ping|step|grade))\b")
 NEEDS = re.compile(r"<!--\s*needs:\s*(.*?)\s*-->")
 FREE_THREADED = "free-threaded-python"
 GIL = "gil"   # the sheet's observations are the GIL's: left out of a free-threaded run
