@@ -137,12 +137,12 @@ class HiredisRequestParser:
                 return command
         reference = self._reference
         reference.max_bulk, reference.unauthenticated = self.max_bulk, self.unauthenticated
-        command = reference.next_command()
-        if command is not None and self._catching_up:
+        framed = reference.next_command()
+        if framed is not None and self._catching_up:
             # The command cut short is whole now: the bytes after it are hiredis's again
             # (once per chunk, or a chunk of a thousand commands would be copied a thousand times).
             self._catching_up = False
             rest = reference.take_rest()
             if rest:
                 self.feed(rest)
-        return command
+        return framed
