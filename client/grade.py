@@ -31,6 +31,7 @@ from contend.client.grade_cases import (
     Target,
     clip,
     connection_problem,
+    tidy_up,
 )
 from contend.client.load import json_path_problem, parse_target
 from contend.shared.config import at_least
@@ -81,6 +82,7 @@ def grade(target: Target, stages: list[Stage] = STAGES, on_stage=None) -> list[S
         if on_stage:
             on_stage(number, stage)
         results.append(run_stage(number, stage, target))
+    tidy_up(target)   # the server is left as it was found, where it knows DEL
     return results
 
 

@@ -46,12 +46,16 @@ def assert_full_marks(done: subprocess.CompletedProcess, card: dict) -> None:
 
 # -- real servers: full marks ---------------------------------------------------------
 
-def test_redis_server_gets_full_marks(redis_server, tmp_path):
+def test_redis_server_gets_full_marks_and_is_left_as_it_was(redis_server, tmp_path):
     assert_full_marks(*run_grade(redis_server.host, redis_server.port, tmp_path / "card.json"))
+    with redis_server.raw() as client:
+        assert client.call("KEYS", "grade:*") == []   # the run's keys are deleted after it
 
 
-def test_every_model_gets_full_marks(server, tmp_path):
+def test_every_model_gets_full_marks_and_is_left_as_it_was(server, tmp_path):
     assert_full_marks(*run_grade(server.host, server.port, tmp_path / "card.json"))
+    with server.raw() as client:
+        assert client.call("KEYS", "grade:*") == []
 
 
 # -- a student's first server: racy, and caught at it --------------------------------------
