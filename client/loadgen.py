@@ -38,6 +38,9 @@ from contend.client.scenarios import Scenario
 from contend.shared.resp import NEED_MORE, ReplyError, encode_command
 
 HARD_LIMIT = 600.0   # seconds: no run goes on longer, whatever it was asked
+# Seconds a worker process waits at the start line for the others. A sibling killed
+# before it got there never comes, and a worker left waiting would outlive its run.
+START_LINE_WAIT = 120.0
 LOWEST_US, HIGHEST_US = 1, 120_000_000
 # Measured against redis-server with 50 clients on 2 CPUs, the only driver that keeps
 # up with redis-benchmark (about 0.9x; a thread per client, about 0.25x).
@@ -271,7 +274,10 @@ def run_threads(plan: Plan, indices: list[int], progress, start_line=None) -> Dr
     waits: list = [None] * len(indices)
 
     def client(slot: int, index: int) -> None:
-        start.wait()
+        try:
+            start.wait()
+        except threading.BrokenBarrierError:
+            return   # the worker gave up at the start line: no run, nothing to report
         waited = runqueue_wait()
         run = ClientRun(plan, index, time.perf_counter())
         try:
@@ -286,7 +292,11 @@ def run_threads(plan: Plan, indices: list[int], progress, start_line=None) -> Dr
     for thread in threads:
         thread.start()
     if start_line is not None:
-        start_line.wait()   # a worker of the processes driver lines up with the others too
+        try:   # a worker of the processes driver lines up with the others too
+            start_line.wait(START_LINE_WAIT)
+        except threading.BrokenBarrierError:
+            start.abort()   # its client threads give up too (daemons: they do not hold exit)
+            raise
     start.wait()
     cpu = time.process_time()   # every thread of this process, the ones that have ended too
     for thread in threads:
@@ -516,7 +526,7 @@ def run_loop(plan: Plan, indices: list[int], progress, start_line=None) -> Drive
     connections = [connect(plan) for _ in indices]
     try:
         if start_line is not None:
-            start_line.wait()   # a worker lines up with the others
+            start_line.wait(START_LINE_WAIT)   # a worker lines up with the others
         cpu, waited = time.process_time(), runqueue_wait()
         outcomes = _Loop(plan, progress).run([c.sock for c in connections], indices,
                                              time.perf_counter())

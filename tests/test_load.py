@@ -5,12 +5,15 @@ client's own CPU, which says when the client was the bottleneck."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import socket
 import subprocess
+import threading
 
 import pytest
 from rich.console import Console
 
+from contend.client import loadgen
 from contend.client.load import LoadResult, client_cpu, render
 from contend.client.loadgen import DRIVERS, ClientRun, Plan, new_reply_reader, shared_progress
 from contend.client.scenarios import SCENARIOS, Cas, Ping
@@ -348,3 +351,16 @@ def test_race_shows_lost_updates_without_the_lock_and_none_with_it(tmp_path):
     assert rows["lock"]["lost_updates"] == 0 and rows["lock"]["money_delta"] == 0
     assert rows["lock"]["holds"] is True
     assert "lost updates" in done.stdout and "threads" in done.stdout
+
+
+@pytest.mark.parametrize("drive", [loadgen.run_threads, loadgen.run_loop],
+                         ids=["threads", "selectors"])
+def test_a_worker_whose_sibling_never_comes_gives_up_at_the_start_line(server, monkeypatch,
+                                                                       drive):
+    """A worker process of the processes or selectors driver whose sibling was killed
+    before the start line must not wait there for ever (an orphan did, for 90 minutes)."""
+    monkeypatch.setattr(loadgen, "START_LINE_WAIT", 0.2)
+    plan = Plan(server.host, server.port, SCENARIOS["ping"](1), 1, requests=1)
+    start_line = multiprocessing.Barrier(2)   # this worker, and one that never comes
+    with pytest.raises(threading.BrokenBarrierError):
+        drive(plan, [0], [0, 0], start_line)
