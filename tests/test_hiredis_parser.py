@@ -12,33 +12,15 @@ from hypothesis import strategies as st
 
 from contend.shared.config import default_parser
 from contend.shared.hiredis_parser import HiredisRequestParser
-from contend.shared.resp import ProtocolError, RequestParser, encode_command
+from contend.shared.resp import encode_command
 from tests.helpers import info_field
 from tests.servers import start_contend
-from tests.test_resp import chunked, resp_pieces
-
-PARSERS = [RequestParser, HiredisRequestParser]
-
-
-def outcome(kind, chunks: list[bytes], unauthenticated: bool = False):
-    """Commands parsed from the chunks, then the protocol error that ended them, or the
-    bytes left over (a command not whole yet), as the session drives a parser."""
-    parser = kind(max_bulk=20000 if unauthenticated else 1024)
-    commands = []
-    try:
-        for chunk in chunks:
-            parser.unauthenticated = unauthenticated
-            parser.feed(chunk)
-            while (command := parser.next_command()) is not None:
-                commands.append(command)
-    except ProtocolError as error:
-        return commands, error.reply
-    return commands, parser.buffered
+from tests.test_resp import chunked, outcome, resp_pieces
 
 
 def agree(chunks: list[bytes], unauthenticated: bool = False):
-    reference = outcome(RequestParser, chunks, unauthenticated)
-    assert outcome(HiredisRequestParser, chunks, unauthenticated) == reference
+    reference = outcome(chunks, unauthenticated)
+    assert outcome(chunks, unauthenticated, kind=HiredisRequestParser) == reference
     return reference
 
 
@@ -99,13 +81,13 @@ def test_plain_requests_in_any_reads_come_out_whole(commands, read_size):
     (b"*1\r\n$2000\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
 ])
 def test_what_hiredis_would_take_gets_redis_error(data, error):
-    assert outcome(HiredisRequestParser, [data]) == ([], error)
+    assert outcome([data], kind=HiredisRequestParser) == ([], error)
 
 
 def test_a_set_or_a_push_is_an_inline_command_as_in_redis():
     # Redis reads a request that does not start with '*' as an inline command.
     for data in [b"~1\r\n$4\r\nPING\r\n", b">1\r\n$4\r\nPING\r\n"]:
-        assert outcome(HiredisRequestParser, [data])[0] == outcome(RequestParser, [data])[0]
+        assert outcome([data], kind=HiredisRequestParser)[0] == outcome([data])[0]
 
 
 def test_a_pipeline_cut_mid_command_goes_back_to_hiredis_once_whole():

@@ -238,15 +238,16 @@ def test_reply_parser_refuses_what_is_not_resp():
 
 # -- properties: any bytes, any chunking ---------------------------------------
 
-def outcome(chunks: list[bytes], unauthenticated: bool = False):
+def outcome(chunks: list[bytes], unauthenticated: bool = False, kind=RequestParser):
     """Commands parsed from the chunks, and the protocol error if one ended it
-    (else how many bytes are left over: a command still incomplete)."""
+    (else how many bytes are left over: a command still incomplete), fed as the
+    session feeds a parser (`kind`: tests/test_hiredis_parser.py passes the fast one)."""
     # Before AUTH a bulk over 16384 is refused; past proto-max-bulk-len, over 1024 here.
-    parser = RequestParser(max_bulk=20000 if unauthenticated else 1024)
-    parser.unauthenticated = unauthenticated
+    parser = kind(max_bulk=20000 if unauthenticated else 1024)
     commands = []
     try:
         for chunk in chunks:
+            parser.unauthenticated = unauthenticated
             parser.feed(chunk)
             while (command := parser.next_command()) is not None:
                 commands.append(command)
